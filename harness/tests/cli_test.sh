@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The gauge CLI end to end: help, bad input (one line on stderr, exit 2, nothing written), a real
+# quick run whose results file validates against the schema, and `gauge compare` exit codes on
+# crafted regressions.
+set -uo pipefail
+gauge=$1
+root=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+passes=0
+
+pass() { passes=$((passes + 1)); }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# expect_usage_error NAME ARGS...: exit code 2, exactly one line on stderr, nothing in $tmp/out.
+expect_usage_error() {
+  local name=$1; shift
+  rm -rf "$tmp/out"; mkdir -p "$tmp/out"
+  "$gauge" "$@" >"$tmp/stdout" 2>"$tmp/stderr"
+  local code=$?
+  local lines
+  lines=$(wc -l <"$tmp/stderr")
+  if [ "$code" -ne 2 ]; then fail "$name: exit $code, expected 2 ($(cat "$tmp/stderr"))"; return; fi
+  if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr, expected 1:"; cat "$tmp/stderr"; return; fi
+  if [ -n "$(ls -A "$tmp/out")" ]; then fail "$name: left files behind: $(ls "$tmp/out")"; return; fi
+  echo "ok: $name -> $(cat "$tmp/stderr")"
+  pass
+}
+
+"$gauge" --help >/dev/null && pass || fail "gauge --help"
+for c in info list run compare; do "$gauge" $c --help | grep -q "usage: gauge $c" && pass || fail "gauge $c --help"; done
+"$gauge" info >"$tmp/info" && grep -q "^cpu:" "$tmp/info" && pass || fail "gauge info"
+"$gauge" list | grep -q "^precision/cast_f32_to_narrow/" && pass || fail "gauge list"
+
+expect_usage_error "unknown command" frobnicate
+expect_usage_error "unknown option" run --frobnicate
+expect_usage_error "unknown suite" run --suite no_such_suite --out "$tmp/out/r.json"
+expect_usage_error "filter matching nothing" run --filter 'no_such_case' --out "$tmp/out/r.json"
+expect_usage_error "bad regex" run --filter '([' --out "$tmp/out/r.json"
+expect_usage_error "unknown device" run --device tpu --out "$tmp/out/r.json"
+expect_usage_error "bad repetitions" run --repetitions 0 --out "$tmp/out/r.json"
+expect_usage_error "list filter matching nothing" list --filter 'f99'
+expect_usage_error "unwritable path" run --quick --out "$tmp/out/missing-dir/r.json"
+expect_usage_error "output is a directory" run --quick --out "$tmp/out"
+if grep -q "^gpu: *none" "$tmp/info"; then
+  expect_usage_error "absent GPU with --device cuda" run --device cuda --quick --out "$tmp/out/r.json"
+fi
+expect_usage_error "compare needs two files" compare "$tmp/a.json"
+expect_usage_error "compare missing file" compare "$tmp/nope.json" "$tmp/nope2.json"
+echo '{"schema_version": 1, "records": [' >"$tmp/malformed.json"
+expect_usage_error "compare malformed file" compare "$tmp/malformed.json" "$tmp/malformed.json"
+echo '{"schema_version": 99, "created_utc": "x", "machine": {}, "records": []}' >"$tmp/future.json"
+expect_usage_error "compare wrong schema version" compare "$tmp/future.json" "$tmp/future.json"
+
+# A real quick run.
+if "$gauge" run --quick --repetitions 5 --min-time 0.001 --out "$tmp/a.json" >"$tmp/run.out" 2>"$tmp/run.err"; then
+  pass
+else
+  fail "gauge run --quick"; cat "$tmp/run.out" "$tmp/run.err"
+fi
+grep -q "precision/cast_f32_to_narrow" "$tmp/run.out" && pass || fail "the table lists the casts"
+[ -f "$tmp/a.gbench.json" ] && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['benchmarks']" "$tmp/a.gbench.json" \
+  && pass || fail "Google Benchmark JSON beside the results"
+if /usr/bin/python3 -c "import jsonschema" 2>/dev/null; then
+  if /usr/bin/python3 - "$root/results/schema.json" "$tmp/a.json" <<'PY'
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.validate(json.load(open(sys.argv[2])), schema)
+PY
+  then pass; else fail "results file does not validate against results/schema.json"; fi
+else
+  echo "note: python3-jsonschema missing, schema validation not run (scripts/setup installs it)"
+fi
+
+# compare: identical -> 0; reference twice as slow -> 1; an agreement regression -> 1.
+"$gauge" compare "$tmp/a.json" "$tmp/a.json" >"$tmp/cmp.out" 2>&1 && pass || { fail "compare identical"; cat "$tmp/cmp.out"; }
+python3 - "$tmp/a.json" "$tmp/slow.json" "$tmp/broken.json" <<'PY'
+import json, sys
+base = json.load(open(sys.argv[1]))
+slow = json.loads(json.dumps(base))
+for r in slow["records"]:
+    if r.get("timing"):
+        t = r["timing"]
+        t["repetition_seconds"] = [s * 2 for s in t["repetition_seconds"]]
+        for k in ("median_seconds", "min_seconds", "mean_seconds", "stddev_seconds"):
+            t[k] *= 2
+json.dump(slow, open(sys.argv[2], "w"))
+broken = json.loads(json.dumps(base))
+r = broken["records"][0]
+r["status"] = "disagree"; r["timing"] = None; r["throughput"] = None
+json.dump(broken, open(sys.argv[3], "w"))
+PY
+"$gauge" compare "$tmp/a.json" "$tmp/slow.json" >"$tmp/cmp.out" 2>&1
+[ $? -eq 1 ] && pass || { fail "compare must exit 1 on a 2x slowdown"; cat "$tmp/cmp.out"; }
+"$gauge" compare "$tmp/a.json" "$tmp/broken.json" >"$tmp/cmp.out" 2>&1
+[ $? -eq 1 ] && pass || { fail "compare must exit 1 on an agreement regression"; cat "$tmp/cmp.out"; }
+
+echo "cli: $passes passed, $failures failed"
+[ "$failures" -eq 0 ]
