@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "harness/dtype.h"
@@ -85,6 +86,12 @@ struct OptimizedArgs {
   }
 };
 
+// Hyper-parameters of one point (lr, betas, eps, scale, block size, ...), exported with the
+// conformance vectors so that another implementation can reproduce the call.
+using ParamValue = std::variant<int64_t, double, bool, std::string>;
+using Params = std::vector<std::pair<std::string, ParamValue>>;
+using ParamsFn = std::function<Params(const Point&)>;
+
 using InputFn = std::function<std::vector<HostTensor>(const Point&, uint64_t seed)>;
 using ReferenceFn = std::function<ReferenceResult(const Point&, const std::vector<HostTensor>&)>;
 using ModelFn = std::function<CostModel(const Point&)>;
@@ -102,6 +109,7 @@ struct CaseDecl {
   InputFn inputs;
   ReferenceFn reference;
   OptimizedFn optimized;  // empty in builds without CUDA: wrap it in GAUGE_CUDA_ONLY(...)
+  ParamsFn params;        // optional: hyper-parameters beyond the point's dims and dtype
 
   std::string full_name() const { return suite + "/" + name; }
 };

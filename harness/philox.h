@@ -84,7 +84,14 @@ GAUGE_HD float uniform01_open_low(uint32_t bits) {
 
 GAUGE_HD float uniform_at(uint64_t seed, uint32_t tensor_id, uint64_t index, float low = 0.0f,
                           float high = 1.0f) {
-  return low + (high - low) * uniform01(bits_at(seed, tensor_id, Stream::values, index));
+  const float u = uniform01(bits_at(seed, tensor_id, Stream::values, index));
+#if defined(__CUDA_ARCH__)
+  // Separately rounded multiply and add: nvcc would otherwise contract them into one FMA and the
+  // device value would differ from the host's in the last bit.
+  return __fadd_rn(low, __fmul_rn(high - low, u));
+#else
+  return low + (high - low) * u;
+#endif
 }
 
 }  // namespace gauge::rng

@@ -56,7 +56,7 @@ struct Record {
   std::vector<std::pair<std::string, int64_t>> dims;
   std::string dtype;
   std::string impl;    // "reference" or "optimized"
-  std::string device;  // "cpu" or "cuda:0"
+  std::string device;  // "cpu", "cuda:0", or "none" when it did not run for want of a CUDA device
   RecordStatus status = RecordStatus::ok;
   std::string note;
   std::vector<Agreement> agreement;  // one per output; empty for the reference itself
@@ -82,6 +82,10 @@ nlohmann::ordered_json to_json(const Record& r);
 // Throws UsageError naming the bad field, e.g. "field 'agreement[0].rule.kind': expected one of ...".
 Record record_from_json(const nlohmann::ordered_json& j);
 nlohmann::ordered_json to_json(const ResultsFile& f);
+// A tolerance rule as records carry it: {kind, max_ulps, atol, rtol, factor, derivation}. Other fields
+// are ignored when reading; a missing or mistyped one is a UsageError naming it.
+nlohmann::ordered_json to_json(const ToleranceRule& rule);
+ToleranceRule tolerance_rule_from_json(const nlohmann::ordered_json& j);
 
 // Reads and checks a results file (parseable, schema_version matches, required fields present).
 // Throws UsageError with one line naming the file and the problem.

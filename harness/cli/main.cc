@@ -15,6 +15,7 @@
 #include "harness/error.h"
 #include "harness/results.h"
 #include "harness/runner.h"
+#include "harness/vectors.h"
 
 namespace gauge {
 namespace {
@@ -28,6 +29,7 @@ commands:
   list      the declared cases and their shape/dtype points
   run       check every selected case against its reference and benchmark it
   compare   compare two results files; exits 1 on a regression (a CI gate)
+  vectors   export the cases as .npy + manifest, or check another implementation's outputs
 
 'gauge <command> --help' describes each command's options.
 )";
@@ -70,6 +72,19 @@ Matches the records of two results files by suite/case/shape/dtype/impl and flag
 regressions (agreed before, disagrees now) and slowdowns beyond noise: a one-sided Mann-Whitney U
 test on the repetition times when both sides have at least 5 repetitions, the threshold on the
 median alone otherwise. Exit code: 0 no regression, 1 regression, 2 bad input.
+)";
+
+constexpr const char* kVectorsHelp = R"(usage: gauge vectors export [--suite S] [--filter REGEX] [--size small|full] [--seed N] --out DIR
+       gauge vectors check DIR --candidate CDIR
+
+export  writes every selected case point's inputs and reference outputs as NumPy .npy files (format
+        1.0, little-endian; bf16/fp16/fp8 as raw unsigned bits, the logical dtype in the manifest)
+        and DIR/manifest.json: operation, hyper-parameters, files with shapes and dtypes, and the
+        tolerance rule with its numbers. The same commit writes byte-identical files.
+check   reads, for every case in DIR/manifest.json, the candidate's output files of the same names
+        from CDIR, applies the case's tolerance rule, prints one line per case and
+        "N passed, N failed, N missing". Exit code: 0 all pass, 1 any failure or missing file,
+        2 bad input (no manifest, another schema version, a file of the wrong shape or dtype).
 )";
 
 struct Args {
@@ -291,6 +306,34 @@ int command_compare(int argc, char** argv) {
   return report.regressions > 0 ? 1 : 0;
 }
 
+int command_vectors(int argc, char** argv) {
+  if (argc < 3) throw UsageError("gauge vectors needs 'export' or 'check' (see gauge vectors --help)");
+  const std::string action = argv[2];
+  if (action == "export") {
+    const Args args = parse(argc, argv, 3, {"--suite", "--filter", "--size", "--seed", "--out"}, {}, "vectors export");
+    no_positional(args, "vectors export");
+    vectors::ExportOptions options;
+    options.suite = option_or(args, "--suite", "");
+    options.filter = option_or(args, "--filter", "");
+    const std::string size = option_or(args, "--size", "small");
+    if (size != "small" && size != "full") throw UsageError("--size must be small or full, got '" + size + "'");
+    options.full = size == "full";
+    options.seed = args.options.count("--seed") ? static_cast<uint64_t>(parse_integer("--seed", args.options.at("--seed"), 0))
+                                                : inputs::kDefaultSeed;
+    options.out_dir = option_or(args, "--out", "");
+    const vectors::ExportSummary summary = vectors::export_vectors(options, std::cerr);
+    std::cout << "wrote " << summary.cases << " cases (" << summary.files << " files) to " << options.out_dir << "\n";
+    return 0;
+  }
+  if (action == "check") {
+    const Args args = parse(argc, argv, 3, {"--candidate"}, {}, "vectors check");
+    if (args.positional.size() != 1) throw UsageError("gauge vectors check needs one vectors directory: DIR --candidate CDIR");
+    if (!args.options.count("--candidate")) throw UsageError("gauge vectors check needs --candidate CDIR");
+    return vectors::check_vectors(args.positional[0], args.options.at("--candidate"), std::cout, std::cerr);
+  }
+  throw UsageError("unknown vectors action '" + action + "' (export or check)");
+}
+
 bool wants_help(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -314,6 +357,7 @@ int dispatch(int argc, char** argv) {
       {"list", {kListHelp, command_list}},
       {"run", {kRunHelp, command_run}},
       {"compare", {kCompareHelp, command_compare}},
+      {"vectors", {kVectorsHelp, command_vectors}},
   };
   const auto it = commands.find(command);
   if (it == commands.end()) throw UsageError("unknown command '" + command + "' (see gauge --help)");

@@ -96,5 +96,48 @@ PY
 "$gauge" compare "$tmp/a.json" "$tmp/broken.json" >"$tmp/cmp.out" 2>&1
 [ $? -eq 1 ] && pass || { fail "compare must exit 1 on an agreement regression"; cat "$tmp/cmp.out"; }
 
+# Conformance vectors of the real suites: export, reference outputs as the candidate pass, one
+# perturbed element fails and is named, bad input exits 2.
+if "$gauge" vectors export --out "$tmp/vec" >"$tmp/vec.out" 2>&1; then pass; else fail "vectors export"; cat "$tmp/vec.out"; fi
+"$gauge" vectors export --out "$tmp/vec2" >/dev/null 2>&1
+if diff -r "$tmp/vec" "$tmp/vec2" >/dev/null; then pass; else fail "two exports differ"; fi
+mkdir -p "$tmp/cand"
+cp "$tmp"/vec/*.out.*.npy "$tmp/cand/"
+"$gauge" vectors check "$tmp/vec" --candidate "$tmp/cand" >"$tmp/check.out" 2>&1 && pass || { fail "vectors check of the reference itself"; cat "$tmp/check.out"; }
+victim=$(ls "$tmp"/cand/precision.cast_narrow_to_f32.*.bf16.out.y.npy | head -n1)
+python3 - "$victim" <<'PY'
+import struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+header = 10 + struct.unpack("<H", data[8:10])[0]
+offset = header + 4 * 1234                      # element [1234] of a float32 vector
+data[offset + 3] ^= 0x40                        # flip an exponent bit: far beyond bit-exactness
+open(sys.argv[1], "wb").write(bytes(data))
+PY
+"$gauge" vectors check "$tmp/vec" --candidate "$tmp/cand" >"$tmp/check.out" 2>&1
+code=$?
+if [ $code -eq 1 ] && grep -q "\[1234\]" "$tmp/check.out"; then pass; else fail "perturbed vectors: exit $code"; cat "$tmp/check.out"; fi
+rm "$tmp"/cand/precision.cast_f32_to_narrow.*.f16.out.y.npy
+"$gauge" vectors check "$tmp/vec" --candidate "$tmp/cand" >"$tmp/check.out" 2>&1
+grep -q "^MISSING precision/cast_f32_to_narrow" "$tmp/check.out" && pass || { fail "missing candidate"; cat "$tmp/check.out"; }
+mkdir -p "$tmp/empty"
+expect_usage_error "vectors check without manifest" vectors check "$tmp/empty" --candidate "$tmp/cand"
+sed 's/"schema_version": 1/"schema_version": 2/' "$tmp/vec/manifest.json" >"$tmp/empty/manifest.json"
+expect_usage_error "vectors manifest of another schema version" vectors check "$tmp/empty" --candidate "$tmp/cand"
+cp "$tmp"/vec/precision.cast_f32_to_narrow.*.bf16.in.x.npy "$(ls "$tmp"/cand/precision.cast_f32_to_narrow.*.bf16.out.y.npy)"
+expect_usage_error "vectors candidate of the wrong dtype" vectors check "$tmp/vec" --candidate "$tmp/cand"
+expect_usage_error "vectors export without --out" vectors export
+expect_usage_error "vectors export bad size" vectors export --size huge --out "$tmp/out/v"
+
+# The NumPy example: recompute the casts in NumPy and pass the check.
+if /usr/bin/python3 -c "import numpy" 2>/dev/null; then
+  if /usr/bin/python3 "$root/scripts/vectors_example.py" "$tmp/vec" "$tmp/numpy" --gauge "$gauge" >"$tmp/np.out" 2>&1; then
+    pass
+  else
+    fail "scripts/vectors_example.py"; cat "$tmp/np.out"
+  fi
+else
+  echo "note: python3-numpy missing, vectors_example.py not run (scripts/setup installs it)"
+fi
+
 echo "cli: $passes passed, $failures failed"
 [ "$failures" -eq 0 ]
