@@ -151,7 +151,8 @@ void compare_timings(const Record& base, const Record& next, const CompareOption
 
   // Not reasons to refuse the comparison, but they change what the ratio means.
   const auto append = [&](const std::string& text) { row.detail += (row.detail.empty() ? "" : "; ") + text; };
-  if (base_timing.clock != new_timing.clock) append("clocks differ (" + base_timing.clock + " vs " + new_timing.clock + ")");
+  if (base_timing.clock != new_timing.clock)
+    append("clocks differ (" + base_timing.clock + " vs " + new_timing.clock + ")");
   if (base_timing.cold_cache != new_timing.cold_cache) append("cold-cache setting differs");
 }
 
@@ -174,7 +175,9 @@ ComparedRow compare_records(const Record& base, const Record& next, const Compar
                      : "base: " + status_with_note(base) + ", new: " + status_with_note(next);
   } else if (!base.timing || !next.timing) {
     row.verdict = Verdict::not_timed;
-    row.detail = !base.timing && !next.timing ? "no timing on either side" : !base.timing ? "no timing in base" : "no timing in new";
+    row.detail = !base.timing && !next.timing ? "no timing on either side"
+                 : !base.timing               ? "no timing in base"
+                                              : "no timing in new";
   } else {
     compare_timings(base, next, options, row);
   }
@@ -203,7 +206,9 @@ std::string format_number(const char* format, double value) {
   return text;
 }
 
-bool in_both(const ComparedRow& row) { return row.verdict != Verdict::only_in_base && row.verdict != Verdict::only_in_new; }
+bool in_both(const ComparedRow& row) {
+  return row.verdict != Verdict::only_in_base && row.verdict != Verdict::only_in_new;
+}
 
 }  // namespace
 
@@ -252,7 +257,8 @@ void print_comparison(const ComparisonReport& report, std::ostream& out) {
         << " (ratios include the hardware difference)\n";
   }
 
-  std::vector<std::vector<std::string>> table = {{"key", "base median", "new median", "ratio", "p", "verdict", "detail"}};
+  std::vector<std::vector<std::string>> table = {
+      {"key", "base median", "new median", "ratio", "p", "verdict", "detail"}};
   for (const ComparedRow& row : report.rows) {
     const bool has_ratio = row.ratio > 0;
     table.push_back({row.key, human_seconds(row.base_median), human_seconds(row.new_median),
@@ -278,8 +284,9 @@ void print_comparison(const ComparisonReport& report, std::ostream& out) {
 
   const auto count = [&](auto predicate) { return std::count_if(report.rows.begin(), report.rows.end(), predicate); };
   const auto count_verdict = [&](Verdict v) { return count([v](const ComparedRow& row) { return row.verdict == v; }); };
-  out << count(in_both) << " compared, " << count_verdict(Verdict::slower) << " slower, " << count_verdict(Verdict::faster)
-      << " faster, " << count_verdict(Verdict::agreement_regression) << " agreement regressions\n";
+  out << count(in_both) << " compared, " << count_verdict(Verdict::slower) << " slower, "
+      << count_verdict(Verdict::faster) << " faster, " << count_verdict(Verdict::agreement_regression)
+      << " agreement regressions\n";
   const auto only_base = count_verdict(Verdict::only_in_base);
   const auto only_new = count_verdict(Verdict::only_in_new);
   if (only_base + only_new > 0) out << only_base << " only in base, " << only_new << " only in new (not regressions)\n";

@@ -20,7 +20,7 @@ MannWhitneyResult mann_whitney_u(const std::vector<double>& a, const std::vector
 
 struct CompareOptions2 {
   double threshold = 0.05;  // relative slowdown of the median that counts
-  double alpha = 0.01;      // significance for the U test
+  double alpha = 0.05;      // significance for the U test
   int min_repetitions = 5;  // below this on either side, the threshold alone decides
 };
 

@@ -234,7 +234,7 @@ class ObjectReader {
 ToleranceRule rule_from_json(const ObjectReader& in) {
   ToleranceRule rule;
   const std::string kind = in.choice("kind", {"ulp", "abs_rel", "faithful"});
-  rule.kind = kind == "ulp" ? ToleranceRule::Kind::ulp
+  rule.kind = kind == "ulp"       ? ToleranceRule::Kind::ulp
               : kind == "abs_rel" ? ToleranceRule::Kind::abs_rel
                                   : ToleranceRule::Kind::faithful;
   rule.max_ulps = in.integer("max_ulps");
@@ -276,7 +276,8 @@ Agreement agreement_from_json(const ObjectReader& in) {
   a.shape_error = in.string("shape_error");
   const std::string worst_path = in.path_of("worst");
   const Json& worst = in.array("worst");
-  for (size_t i = 0; i < worst.size(); ++i) a.worst.push_back(worst_from_json(ObjectReader(worst[i], index_path(worst_path, i))));
+  for (size_t i = 0; i < worst.size(); ++i)
+    a.worst.push_back(worst_from_json(ObjectReader(worst[i], index_path(worst_path, i))));
   // `pass` is derived from the counts; a file where they disagree was edited or corrupted.
   if (in.boolean("pass") != a.pass()) {
     field_error(in.path_of("pass"), "contradicts violations and shape_error");
@@ -339,7 +340,8 @@ bool is_canonical_dtype(const std::string& name) {
 // The machine object is kept as JSON, but everything `gauge compare` and readers of the file rely on
 // must be there and have the right type.
 void check_machine(const ObjectReader& in) {
-  for (std::string_view name : {"host", "gpu_unavailable_reason", "gauge_version", "git_commit", "compiler", "build_type"}) {
+  for (std::string_view name :
+       {"host", "gpu_unavailable_reason", "gauge_version", "git_commit", "compiler", "build_type"}) {
     in.string(name);
   }
   in.boolean("built_with_cuda");
@@ -348,7 +350,8 @@ void check_machine(const ObjectReader& in) {
   cpu.integer("logical_cores");
   if (!in.is_null("gpu")) {
     const ObjectReader gpu = in.object("gpu");
-    for (std::string_view name : {"name", "cc", "driver_version", "runtime_version", "cublas_version", "nccl_version"}) {
+    for (std::string_view name :
+         {"name", "cc", "driver_version", "runtime_version", "cublas_version", "nccl_version"}) {
       gpu.string(name);
     }
     for (std::string_view name : {"sm_count", "memory_bytes", "l2_bytes"}) gpu.integer(name);
@@ -360,7 +363,7 @@ void check_machine(const ObjectReader& in) {
     peaks.string("source");
     peaks.real("hbm_gbps");
     const std::string tflops_path = peaks.path_of("tflops");
-    peaks.object("tflops");
+    peaks.object("tflops");  // an object of dtype -> TFLOP/s
     for (const auto& [dtype, value] : peaks.get("tflops").items()) {
       if (!is_canonical_dtype(dtype)) field_error(tflops_path, "'" + dtype + "' is not a dtype");
       read_real(value, join_path(tflops_path, dtype));
@@ -369,7 +372,8 @@ void check_machine(const ObjectReader& in) {
 }
 
 std::string one_line(std::string text) {
-  std::replace_if(text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  std::replace_if(
+      text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
   return text;
 }
 
@@ -406,7 +410,8 @@ std::optional<RecordStatus> parse_status(std::string_view s) {
 std::string Record::key() const { return suite + "/" + case_name + "/" + shape + "/" + dtype + "/" + impl; }
 
 bool Record::agrees() const {
-  return status == RecordStatus::ok && std::all_of(agreement.begin(), agreement.end(), [](const Agreement& a) { return a.pass(); });
+  return status == RecordStatus::ok &&
+         std::all_of(agreement.begin(), agreement.end(), [](const Agreement& a) { return a.pass(); });
 }
 
 nlohmann::ordered_json machine_to_json(const MachineInfo& m) {
@@ -446,8 +451,8 @@ nlohmann::ordered_json machine_to_json(const MachineInfo& m) {
 }
 
 nlohmann::ordered_json to_json(const ToleranceRule& rule) {
-  return Json{{"kind", rule_kind_name(rule.kind)}, {"max_ulps", rule.max_ulps},
-              {"atol", real_to_json(rule.atol)},   {"rtol", real_to_json(rule.rtol)},
+  return Json{{"kind", rule_kind_name(rule.kind)},   {"max_ulps", rule.max_ulps},
+              {"atol", real_to_json(rule.atol)},     {"rtol", real_to_json(rule.rtol)},
               {"factor", real_to_json(rule.factor)}, {"derivation", rule.derivation}};
 }
 
@@ -461,7 +466,8 @@ ToleranceRule tolerance_rule_from_json(const nlohmann::ordered_json& j) {
 
 nlohmann::ordered_json to_json(const Record& r) {
   if (r.status == RecordStatus::disagree && (r.timing || r.throughput)) {
-    throw RuntimeFailure("record " + r.key() + ": status disagree with a timing or throughput set (no speed without agreement)");
+    throw RuntimeFailure("record " + r.key() +
+                         ": status disagree with a timing or throughput set (no speed without agreement)");
   }
   Json dims = Json::object();
   for (const auto& [name, value] : r.dims) dims[name] = value;
@@ -507,7 +513,8 @@ Record record_from_json(const nlohmann::ordered_json& j) {
   if (!in.is_null("throughput")) r.throughput = throughput_from_json(in.object("throughput"));
   if (!in.is_null("memory")) r.memory = memory_from_json(in.object("memory"));
   if (r.status == RecordStatus::disagree && (r.timing || r.throughput)) {
-    field_error(r.timing ? "timing" : "throughput", "must be null when status is disagree (no speed without agreement)");
+    field_error(r.timing ? "timing" : "throughput",
+                "must be null when status is disagree (no speed without agreement)");
   }
   return r;
 }
@@ -616,7 +623,9 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 
 void check_writable(const std::string& path) {
   namespace fs = std::filesystem;
-  const auto fail = [&](const std::string& problem) { throw UsageError(one_line("cannot write '" + path + "': " + problem)); };
+  const auto fail = [&](const std::string& problem) {
+    throw UsageError(one_line("cannot write '" + path + "': " + problem));
+  };
   const fs::path target(path);
   if (path.empty()) fail("empty path");
   if (!target.has_filename()) fail("the path names a directory");
@@ -630,7 +639,8 @@ void check_writable(const std::string& path) {
   if (!fs::exists(directory_status)) fail("directory '" + directory.string() + "' does not exist");
   if (!fs::is_directory(directory_status)) fail("'" + directory.string() + "' is not a directory");
   // access() rather than a trial file: nothing may be left behind, not even after a crash.
-  if (::access(directory.c_str(), W_OK | X_OK) != 0) fail("directory '" + directory.string() + "': " + std::strerror(errno));
+  if (::access(directory.c_str(), W_OK | X_OK) != 0)
+    fail("directory '" + directory.string() + "': " + std::strerror(errno));
 }
 
 std::string utc_now_iso8601() { return strftime_utc("%Y-%m-%dT%H:%M:%SZ"); }

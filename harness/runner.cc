@@ -179,9 +179,11 @@ PointOutcome Runner::evaluate_point(const CaseDecl& decl, const Point& point) {
   ReferenceResult reference;
   std::vector<HostTensor> inputs;
   const int64_t baseline = mem::host_current_bytes();
-  mem::reset_host_peak();
   try {
     inputs = decl.inputs(point, options_.seed);
+    // The window opens with the inputs live: it measures inputs + outputs + the reference's
+    // temporaries, not the scratch space of input generation.
+    mem::reset_host_peak();
     outcome.reference = run_reference(decl, point, model, inputs, reference);
     if (outcome.reference.memory) outcome.reference.memory->measured_peak_bytes -= baseline;
   } catch (const std::exception& e) {
@@ -227,7 +229,7 @@ std::vector<Record> Runner::run(const std::vector<Selection>& selection, std::os
           for (const Agreement& a : r.agreement) {
             if (!a.pass()) line << "\n" << a.report();
           }
-        } else if (!r.note.empty() && r.status != RecordStatus::ok) {
+        } else if (!r.note.empty() && r.status != RecordStatus::ok && r.status != RecordStatus::no_cuda_device) {
           line << " (" << r.note << ")";
         }
         line << ";";
@@ -297,7 +299,8 @@ void print_table(const std::vector<Record>& records, std::ostream& out) {
       }
       agreement = s.str();
     } else {
-      agreement = std::string(status_name(r.status)) + (r.note.empty() ? "" : ": " + r.note);
+      // The reason (e.g. why there is no CUDA device) is printed once under the table.
+      agreement = r.status == RecordStatus::no_cuda_device ? "no CUDA device" : std::string(status_name(r.status));
     }
     std::string time = r.timing ? format_seconds(r.timing->median_seconds) : "-";
     std::string rate = "-", fraction = "-";
@@ -337,6 +340,16 @@ void print_table(const std::vector<Record>& records, std::ostream& out) {
   for (size_t w : widths) rule.push_back(std::string(w, '-'));
   print_row(rule);
   for (const auto& row : rows) print_row(row);
+  std::vector<std::string> notes;
+  for (const Record& r : records) {
+    if (r.status == RecordStatus::ok || r.note.empty()) continue;
+    const std::string note = r.status == RecordStatus::no_cuda_device
+                                 ? "optimized side not run: " + r.note
+                                 : r.suite + "/" + r.case_name + " " + r.shape + " " + r.dtype + " " + r.impl + ": " + r.note;
+    if (std::find(notes.begin(), notes.end(), note) == notes.end()) notes.push_back(note);
+  }
+  for (const std::string& note : notes) out << "\n" << note;
+  if (!notes.empty()) out << "\n";
 }
 
 }  // namespace gauge

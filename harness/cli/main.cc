@@ -66,12 +66,14 @@ Every optimized output is compared with the reference first; one that disagrees 
 failure with no speed. Exit code: 0 all agree, 1 any disagreement or error, 2 bad usage.
 )";
 
-constexpr const char* kCompareHelp = R"(usage: gauge compare BASE NEW [--threshold 5%] [--alpha 0.01]
+constexpr const char* kCompareHelp = R"(usage: gauge compare BASE NEW [--threshold 5%] [--alpha 0.05]
 
 Matches the records of two results files by suite/case/shape/dtype/impl and flags agreement
 regressions (agreed before, disagrees now) and slowdowns beyond noise: a one-sided Mann-Whitney U
-test on the repetition times when both sides have at least 5 repetitions, the threshold on the
-median alone otherwise. Exit code: 0 no regression, 1 regression, 2 bad input.
+test on the repetition times (p < alpha) when both sides have at least 5 repetitions, together with
+the threshold on the median; the threshold alone otherwise. With 5 repetitions a side the test can
+only reach p = 0.006, so more repetitions make it more sensitive. Exit code: 0 no regression,
+1 regression, 2 bad input.
 )";
 
 constexpr const char* kVectorsHelp = R"(usage: gauge vectors export [--suite S] [--filter REGEX] [--size small|full] [--seed N] --out DIR

@@ -83,7 +83,9 @@ Record timed_record(const std::string& case_name, std::vector<double> seconds) {
 ResultsFile results_on(const std::string& gpu_name, std::vector<Record> records) {
   ResultsFile f;
   f.created_utc = "2026-11-23T09:41:00Z";
-  f.machine = {{"host", "node"}, {"gpu", gpu_name.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json{{"name", gpu_name}}}};
+  f.machine = {
+      {"host", "node"},
+      {"gpu", gpu_name.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json{{"name", gpu_name}}}};
   f.records = std::move(records);
   return f;
 }
@@ -108,7 +110,8 @@ const ComparedRow& row_for(const ComparisonReport& report, const std::string& ca
 }
 
 TEST(CompareResults, IdenticalFilesHaveNoRegressions) {
-  const ResultsFile file = results_on("NVIDIA H100 80GB HBM3", {timed_record("a", low_noise(1e-3)), timed_record("b", {2e-6, 2.1e-6})});
+  const ResultsFile file =
+      results_on("NVIDIA H100 80GB HBM3", {timed_record("a", low_noise(1e-3)), timed_record("b", {2e-6, 2.1e-6})});
   const ComparisonReport report = compare_results(file, file, {});
   EXPECT_EQ(report.regressions, 0);
   ASSERT_EQ(report.rows.size(), 2u);
@@ -143,8 +146,10 @@ TEST(CompareResults, ClearSpeedupIsNotARegression) {
 
 TEST(CompareResults, SlowerMedianWithinNoiseIsTheSame) {
   // Two wide, overlapping spreads whose medians differ by 20%.
-  const std::vector<double> base_times = {0.5e-3, 2.0e-3, 0.6e-3, 1.9e-3, 0.7e-3, 1.8e-3, 1.0e-3, 1.5e-3, 0.8e-3, 1.6e-3};
-  const std::vector<double> new_times = {0.5e-3, 2.0e-3, 0.6e-3, 1.9e-3, 0.7e-3, 1.8e-3, 1.4e-3, 1.6e-3, 0.8e-3, 1.7e-3};
+  const std::vector<double> base_times = {0.5e-3, 2.0e-3, 0.6e-3, 1.9e-3, 0.7e-3,
+                                          1.8e-3, 1.0e-3, 1.5e-3, 0.8e-3, 1.6e-3};
+  const std::vector<double> new_times = {0.5e-3, 2.0e-3, 0.6e-3, 1.9e-3, 0.7e-3,
+                                         1.8e-3, 1.4e-3, 1.6e-3, 0.8e-3, 1.7e-3};
   const ResultsFile base = results_on("H100", {timed_record("a", base_times)});
   const ResultsFile next = results_on("H100", {timed_record("a", new_times)});
   const ComparisonReport report = compare_results(base, next, {});
@@ -157,8 +162,10 @@ TEST(CompareResults, SlowerMedianWithinNoiseIsTheSame) {
 }
 
 TEST(CompareResults, FewRepetitionsFallBackToTheThreshold) {
-  const ResultsFile base = results_on("H100", {timed_record("a", {1.0e-3, 1.0e-3}), timed_record("b", {1.0e-3, 1.0e-3})});
-  const ResultsFile next = results_on("H100", {timed_record("a", {1.2e-3, 1.2e-3}), timed_record("b", {1.02e-3, 1.02e-3})});
+  const ResultsFile base =
+      results_on("H100", {timed_record("a", {1.0e-3, 1.0e-3}), timed_record("b", {1.0e-3, 1.0e-3})});
+  const ResultsFile next =
+      results_on("H100", {timed_record("a", {1.2e-3, 1.2e-3}), timed_record("b", {1.02e-3, 1.02e-3})});
   const ComparisonReport report = compare_results(base, next, {});
   EXPECT_EQ(row_for(report, "a").method, "threshold");
   EXPECT_EQ(row_for(report, "a").verdict, Verdict::slower);
@@ -200,8 +207,10 @@ TEST(CompareResults, AnErrorIsAnAgreementRegressionButAMissingDeviceIsNot) {
 }
 
 TEST(CompareResults, RecordsInOnlyOneFileAreReportedNotRegressions) {
-  const ResultsFile base = results_on("H100", {timed_record("a", low_noise(1e-3)), timed_record("gone", low_noise(1e-3))});
-  const ResultsFile next = results_on("H100", {timed_record("a", low_noise(1e-3)), timed_record("added", low_noise(1e-3))});
+  const ResultsFile base =
+      results_on("H100", {timed_record("a", low_noise(1e-3)), timed_record("gone", low_noise(1e-3))});
+  const ResultsFile next =
+      results_on("H100", {timed_record("a", low_noise(1e-3)), timed_record("added", low_noise(1e-3))});
   const ComparisonReport report = compare_results(base, next, {});
   ASSERT_EQ(report.rows.size(), 3u);
   EXPECT_EQ(row_for(report, "gone").verdict, Verdict::only_in_base);
@@ -220,11 +229,12 @@ TEST(CompareResults, DuplicateKeysAndBadOptionsAreUsageErrors) {
 
 TEST(CompareResults, TableAcrossDevices) {
   const Record disagreeing = untimed_record("broken", RecordStatus::disagree);
-  const ResultsFile base = results_on("NVIDIA H100 80GB HBM3",
-                                      {timed_record("a", low_noise(1e-3)), timed_record("fast", low_noise(2.5e-6)),
-                                       timed_record("broken", {3e-9, 3e-9}), timed_record("gone", {1.5})});
-  const ResultsFile next = results_on("NVIDIA H200", {timed_record("a", scaled(low_noise(1e-3), 1.2)),
-                                                      timed_record("fast", scaled(low_noise(2.5e-6), 0.5)), disagreeing});
+  const ResultsFile base =
+      results_on("NVIDIA H100 80GB HBM3", {timed_record("a", low_noise(1e-3)), timed_record("fast", low_noise(2.5e-6)),
+                                           timed_record("broken", {3e-9, 3e-9}), timed_record("gone", {1.5})});
+  const ResultsFile next =
+      results_on("NVIDIA H200", {timed_record("a", scaled(low_noise(1e-3), 1.2)),
+                                 timed_record("fast", scaled(low_noise(2.5e-6), 0.5)), disagreeing});
   const ComparisonReport report = compare_results(base, next, {});
   EXPECT_EQ(report.base_device, "NVIDIA H100 80GB HBM3");
   EXPECT_EQ(report.new_device, "NVIDIA H200");
@@ -237,7 +247,8 @@ TEST(CompareResults, TableAcrossDevices) {
   for (std::string line; std::getline(stream, line);) lines.push_back(line);
 
   ASSERT_EQ(lines.size(), 8u) << text;  // devices, header, 4 rows, summary, only-in line
-  EXPECT_EQ(lines[0], "devices differ: base NVIDIA H100 80GB HBM3, new NVIDIA H200 (ratios include the hardware difference)");
+  EXPECT_EQ(lines[0],
+            "devices differ: base NVIDIA H100 80GB HBM3, new NVIDIA H200 (ratios include the hardware difference)");
   EXPECT_EQ(lines[1].rfind("key", 0), 0u) << lines[1];
   EXPECT_NE(lines[2].find("1.00 ms"), std::string::npos) << lines[2];
   EXPECT_NE(lines[2].find("1.20 ms"), std::string::npos) << lines[2];

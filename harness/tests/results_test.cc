@@ -226,7 +226,8 @@ void expect_same_record(const Record& actual, const Record& expected) {
   EXPECT_EQ(actual.status, expected.status);
   EXPECT_EQ(actual.note, expected.note);
   ASSERT_EQ(actual.agreement.size(), expected.agreement.size());
-  for (size_t i = 0; i < expected.agreement.size(); ++i) expect_same_agreement(actual.agreement[i], expected.agreement[i]);
+  for (size_t i = 0; i < expected.agreement.size(); ++i)
+    expect_same_agreement(actual.agreement[i], expected.agreement[i]);
 
   ASSERT_EQ(actual.timing.has_value(), expected.timing.has_value());
   if (expected.timing) {
@@ -426,7 +427,8 @@ TEST(Results, RecordFromJsonNamesTheBadField) {
   {
     nlohmann::ordered_json bad = j;
     bad["agreement"][0]["worst"][1]["actual_bits"] = "7fc0";
-    EXPECT_NE(usage_error_of([&] { record_from_json(bad); }).find("'agreement[0].worst[1].actual_bits'"), std::string::npos);
+    EXPECT_NE(usage_error_of([&] { record_from_json(bad); }).find("'agreement[0].worst[1].actual_bits'"),
+              std::string::npos);
   }
   {
     nlohmann::ordered_json bad = j;
@@ -566,7 +568,8 @@ TEST(Results, CheckWritable) {
   const std::string on_directory = usage_error_of([&] { check_writable(dir.path().string()); });
   EXPECT_EQ(on_directory, "cannot write '" + dir.path().string() + "': it is a directory");
   const std::string with_slash = dir.path().string() + "/";
-  EXPECT_EQ(usage_error_of([&] { check_writable(with_slash); }), "cannot write '" + with_slash + "': the path names a directory");
+  EXPECT_EQ(usage_error_of([&] { check_writable(with_slash); }),
+            "cannot write '" + with_slash + "': the path names a directory");
   const std::string in_missing = dir.file("absent/new.json");
   EXPECT_EQ(usage_error_of([&] { check_writable(in_missing); }),
             "cannot write '" + in_missing + "': directory '" + dir.file("absent") + "' does not exist");
