@@ -23,6 +23,9 @@ namespace gauge::gpu {
 namespace {
 
 [[noreturn]] void throw_cuda_failure(cudaError_t status, const char* call, const char* file, int line) {
+  // A failing runtime call also becomes the thread's "last error"; clear it (a no-op for sticky
+  // errors), or the next synchronize() would report this same failure again, e.g. as the next case's.
+  (void)cudaGetLastError();
   throw RuntimeFailure(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " +
                        cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
 }
@@ -232,14 +235,18 @@ class CudaSession final : public Session {
     }
     if (pool_ != nullptr) (void)cudaMemPoolDestroy(pool_);
     if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    (void)cudaGetLastError();  // an ignored failure above must not surface as a later call's error
   }
 
   StreamHandle stream() override { return stream_; }
   const DeviceInfo& info() const override { return info_; }
 
   void begin_case() override {
-    for (void* p : case_allocations_) GAUGE_CUDA_CHECK(cudaFreeAsync(p, stream_));
-    case_allocations_.clear();
+    // Taken out of the list before freeing: if a free throws, no pointer stays listed that was
+    // already freed (a second free could release a later allocation that reuses the address).
+    std::vector<void*> to_free;
+    to_free.swap(case_allocations_);
+    for (void* p : to_free) GAUGE_CUDA_CHECK(cudaFreeAsync(p, stream_));
     synchronize();
     GAUGE_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
     uint64_t zero = 0;  // the only value the high-water attributes accept: reset to current

@@ -110,9 +110,11 @@ TEST(GpuSession, PhiloxBitsMatchHost) {
 
 TEST(GpuSession, UniformFloatsMatchHostBitForBit) {
   if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
-  // A range whose width has many significant bits, so a fused multiply-add would round differently.
+  // A range whose width has many significant bits, so a fused multiply-add would round differently
+  // (2.9f - -1.3f = 4.1999998f: FMA and separate rounding differ for ~42% of the 2^24 u values; the
+  // former 2.7f gave a width of exactly 4.0f, for which the two always agree).
   constexpr float kLow = -1.3f;
-  constexpr float kHigh = 2.7f;
+  constexpr float kHigh = 2.9f;
   const std::unique_ptr<Session> session = Session::open();
   for (const int64_t n : kRaggedCounts) {
     for (const int64_t offset : {0, 1}) {

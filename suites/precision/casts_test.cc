@@ -614,11 +614,15 @@ std::unique_ptr<Session> open_session() {
   return session;
 }
 
+// With 16-byte aligned buffers, input offset 1 puts them in phases never aligned together (see
+// cast_launch_test.cc), so every element takes the scalar path; offset 0 takes the vector path.
 template <class In, class Out>
 void check_exhaustive_narrow_input(Session& session, const DeviceCast<In, Out>& cast) {
   std::vector<In> input(65536);
   for (size_t i = 0; i < input.size(); ++i) input[i] = static_cast<In>(i);
-  check_on_device(session, cast, input, cast.expected(input), 0, 0);
+  const std::vector<Out> expected = cast.expected(input);
+  check_on_device(session, cast, input, expected, 0, 0);
+  check_on_device(session, cast, input, expected, 1, 0);
 }
 
 // Random inputs for the ragged sweep. The few fp32 NaNs whose bf16 or fp16 result is all ones are
@@ -646,12 +650,14 @@ template <class In, class Out>
 void ragged_sweep(const DeviceCast<In, Out>& cast) {
   const auto session = open_session();
   const size_t sizes[] = {0, 1, 3, 7, 8, 9, 1000, (size_t{1} << 20) | 3};
-  // Both aligned; input misaligned by 1..7 elements; output misaligned by 1..7; both, differently.
+  // Both aligned; input misaligned by 1..7 elements; output misaligned by 1..7; both, differently;
+  // both by the same k, which gives every scalar head length 1..7 (the others give only 0, 2, 4, 6).
   std::vector<std::pair<int64_t, int64_t>> offsets = {{0, 0}};
   for (int64_t k = 1; k <= 7; ++k) {
     offsets.emplace_back(k, 0);
     offsets.emplace_back(0, k);
     offsets.emplace_back(k, 8 - k);
+    offsets.emplace_back(k, k);
   }
   for (const size_t n : sizes) {
     const std::vector<In> input = ragged_input<In>(n, 0x7261676765ull + n);
@@ -683,8 +689,12 @@ TEST(CudaCasts, F32ToNarrowSpecialsAndRandom) {
   // ~4.8 million inputs: every special class, every narrow neighbourhood, random bit patterns.
   std::vector<float> input;
   for (const uint32_t bits : conversion_inputs(size_t{2} << 20)) input.push_back(float_of(bits));
-  check_on_device(*session, kToBf16, input, kToBf16.expected(input), 0, 0);
-  check_on_device(*session, kToF16, input, kToF16.expected(input), 0, 0);
+  // Offset (0, 0): the vector path (packed cvt); (1, 0): every element on the scalar path.
+  for (const auto* cast : {&kToBf16, &kToF16}) {
+    const std::vector<uint16_t> expected = cast->expected(input);
+    check_on_device(*session, *cast, input, expected, 0, 0);
+    check_on_device(*session, *cast, input, expected, 1, 0);
+  }
 #endif
 }
 
