@@ -11,6 +11,11 @@
 #include "harness/stream.h"
 #include "harness/tensor.h"
 
+// cublasHandle_t is `cublasContext*` and cublasLtHandle_t `cublasLtContext*`: named here so that
+// host-only code can pass them without including the CUDA headers.
+struct cublasContext;
+struct cublasLtContext;
+
 namespace gauge::gpu {
 
 struct DeviceInfo {
@@ -62,6 +67,14 @@ class Session {
   virtual HostTensor download(const DeviceTensor& device) = 0;
   // Stream-ordered scratch from the pool, valid until the next begin_case().
   virtual void* workspace(size_t bytes) = 0;
+
+  // cuBLAS and cuBLASLt handles bound to stream(). The cuBLAS handle's workspace is a pool
+  // allocation made at the first blas() call of each case, and cuBLASLt matmuls take theirs from
+  // workspace(), so library workspaces count toward the measured peak. Both handles are created when
+  // the session opens, before any case's baseline, so their own allocations are never "untracked".
+  virtual cublasContext* blas() = 0;
+  virtual cublasLtContext* blas_lt() = 0;
+  static constexpr size_t kBlasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's recommendation for Hopper
 
   // Waits for the stream; throws RuntimeFailure with the CUDA error if any launch failed.
   virtual void synchronize() = 0;

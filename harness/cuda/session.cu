@@ -1,6 +1,7 @@
 // harness/gpu.h for builds with CUDA: device probing, and the Session that owns the stream, the
 // stream-ordered memory pool whose high-water marks are a case's device peak, and the timing events.
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <dlfcn.h>
 #include <cuda_runtime.h>
@@ -36,6 +37,19 @@ namespace {
     if (gauge_cuda_status != cudaSuccess) {                                               \
       throw_cuda_failure(gauge_cuda_status, #call, __FILE__, __LINE__);                   \
     }                                                                                     \
+  } while (false)
+
+[[noreturn]] void throw_cublas_failure(cublasStatus_t status, const char* call, const char* file, int line) {
+  throw RuntimeFailure(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " +
+                       cublasGetStatusName(status) + " (" + cublasGetStatusString(status) + ")");
+}
+
+#define GAUGE_CUBLAS_CHECK(call)                                              \
+  do {                                                                        \
+    const cublasStatus_t gauge_cublas_status = (call);                        \
+    if (gauge_cublas_status != CUBLAS_STATUS_SUCCESS) {                       \
+      throw_cublas_failure(gauge_cublas_status, #call, __FILE__, __LINE__);   \
+    }                                                                         \
   } while (false)
 
 constexpr int kDevice = 0;
@@ -218,6 +232,9 @@ class CudaSession final : public Session {
     // measured peak; allocated here, before the first baseline, it is not "untracked" either.
     flush_bytes_ = 2 * static_cast<size_t>(std::max<int64_t>(info_.l2_bytes, 0));
     if (flush_bytes_ > 0) GAUGE_CUDA_CHECK(cudaMalloc(&flush_buffer_, flush_bytes_));
+    GAUGE_CUBLAS_CHECK(cublasCreate(&blas_));
+    GAUGE_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+    GAUGE_CUBLAS_CHECK(cublasLtCreate(&blas_lt_));
     begin_case();
   }
 
@@ -228,6 +245,8 @@ class CudaSession final : public Session {
       for (void* p : case_allocations_) (void)cudaFreeAsync(p, stream_);
       (void)cudaStreamSynchronize(stream_);
     }
+    if (blas_ != nullptr) (void)cublasDestroy(blas_);
+    if (blas_lt_ != nullptr) (void)cublasLtDestroy(blas_lt_);
     if (flush_buffer_ != nullptr) (void)cudaFree(flush_buffer_);
     for (int i = 0; i < 2; ++i) {
       if (starts_[i] != nullptr) (void)cudaEventDestroy(starts_[i]);
@@ -244,6 +263,11 @@ class CudaSession final : public Session {
   void begin_case() override {
     // Taken out of the list before freeing: if a free throws, no pointer stays listed that was
     // already freed (a second free could release a later allocation that reuses the address).
+    // The cuBLAS workspace is about to be freed with the rest: detach it first.
+    if (blas_workspace_bound_) {
+      GAUGE_CUBLAS_CHECK(cublasSetWorkspace(blas_, nullptr, 0));
+      blas_workspace_bound_ = false;
+    }
     std::vector<void*> to_free;
     to_free.swap(case_allocations_);
     for (void* p : to_free) GAUGE_CUDA_CHECK(cudaFreeAsync(p, stream_));
@@ -297,6 +321,15 @@ class CudaSession final : public Session {
 
   void* workspace(size_t bytes) override { return allocate(bytes); }
 
+  cublasContext* blas() override {
+    if (!blas_workspace_bound_) {
+      GAUGE_CUBLAS_CHECK(cublasSetWorkspace(blas_, allocate(kBlasWorkspaceBytes), kBlasWorkspaceBytes));
+      blas_workspace_bound_ = true;
+    }
+    return blas_;
+  }
+  cublasLtContext* blas_lt() override { return blas_lt_; }
+
   void synchronize() override {
     GAUGE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     GAUGE_CUDA_CHECK(cudaGetLastError());  // launch errors that no later call has reported yet
@@ -316,7 +349,10 @@ class CudaSession final : public Session {
  private:
   void* allocate(size_t bytes) {
     if (bytes == 0) return nullptr;
-    case_allocations_.reserve(case_allocations_.size() + 1);  // so recording it cannot throw and leak
+    // Room first, so that recording the pointer cannot throw and leak it; geometric growth.
+    if (case_allocations_.size() == case_allocations_.capacity()) {
+      case_allocations_.reserve(2 * case_allocations_.capacity() + 16);
+    }
     void* p = nullptr;
     GAUGE_CUDA_CHECK(cudaMallocFromPoolAsync(&p, bytes, pool_, stream_));
     case_allocations_.push_back(p);
@@ -375,6 +411,9 @@ class CudaSession final : public Session {
   void* flush_buffer_ = nullptr;
   size_t flush_bytes_ = 0;
   std::vector<void*> case_allocations_;  // everything handed out since the last begin_case()
+  cublasHandle_t blas_ = nullptr;
+  cublasLtHandle_t blas_lt_ = nullptr;
+  bool blas_workspace_bound_ = false;
   int64_t baseline_used_bytes_ = 0;
 };
 

@@ -200,6 +200,11 @@ void launch_cast(const typename Cast::In* in, typename Cast::Out* out, int64_t n
   if (!cast_launch::naturally_aligned(in_address, in_bytes) || !cast_launch::naturally_aligned(out_address, out_bytes)) {
     fail(what, "pointer not aligned to its element size");
   }
+  // The kernels read through the non-coherent path and write in place of nothing: overlapping
+  // buffers would give silently wrong results, so refuse them.
+  const uintptr_t in_end = in_address + static_cast<uintptr_t>(n) * in_bytes;
+  const uintptr_t out_end = out_address + static_cast<uintptr_t>(n) * out_bytes;
+  if (in_address < out_end && out_address < in_end) fail(what, "input and output overlap");
   const Split split = cast_launch::split_cast(n, in_address, in_bytes, out_address, out_bytes);
   const int blocks = cast_launch::grid_blocks(split, sm_count_of_current_device(what));
   cast_kernel<Cast><<<blocks, kThreadsPerBlock, 0, stream>>>(in, out, split);

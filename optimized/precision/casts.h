@@ -1,7 +1,8 @@
 // CUDA fp32 <-> bf16 / fp16 casts, enqueued on `stream`, with the semantics written down in
 // reference/precision/casts.h (round to nearest even, subnormals kept, quiet NaN with sign and top
-// payload bits). Pointers are device pointers; any alignment and any n >= 0 are accepted, and the
-// 16-byte vector path is taken for the aligned body.
+// payload bits). Pointers are device pointers aligned to their element size, input and output must
+// not overlap, any n >= 0 is accepted (RuntimeFailure otherwise), and the 16-byte vector path is
+// taken for the part of the buffers where both can be 16-byte aligned.
 #pragma once
 
 #include <cstdint>
