@@ -205,11 +205,27 @@ TEST(GpuSession, PoolPeaksCountWhatTheCaseAllocated) {
   EXPECT_LT(peaks.used_high_bytes, total + slack);
   EXPECT_GE(peaks.reserved_high_bytes, peaks.used_high_bytes);
   EXPECT_GE(peaks.untracked_bytes, 0);
+  EXPECT_LT(peaks.untracked_bytes, 2 * kMiB) << "pool memory must not be counted as untracked";
 
   session->begin_case();
   const PoolPeaks reset = session->peaks();
   EXPECT_EQ(reset.used_high_bytes, 0);
   EXPECT_EQ(reset.reserved_high_bytes, 0);
+}
+
+TEST(GpuSession, CublasWorkspaceComesFromThePool) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+  const std::unique_ptr<Session> session = Session::open();
+  ASSERT_NE(session->blas_lt(), nullptr);
+  for (int round = 0; round < 2; ++round) {  // re-bound after each begin_case, never dangling
+    session->begin_case();
+    ASSERT_NE(session->blas(), nullptr);
+    ASSERT_NE(session->blas(), nullptr);  // a second call in the same case allocates nothing more
+    const PoolPeaks peaks = session->peaks();
+    EXPECT_GE(peaks.used_high_bytes, static_cast<int64_t>(Session::kBlasWorkspaceBytes));
+    EXPECT_LT(peaks.used_high_bytes, static_cast<int64_t>(Session::kBlasWorkspaceBytes) + 2 * kMiB);
+    EXPECT_LT(peaks.untracked_bytes, 2 * kMiB) << "the handles were created before the baseline";
+  }
 }
 
 TEST(GpuSession, MemoryOutsideThePoolIsUntracked) {
