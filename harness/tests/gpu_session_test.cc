@@ -205,7 +205,7 @@ TEST(GpuSession, PoolPeaksCountWhatTheCaseAllocated) {
   EXPECT_LT(peaks.used_high_bytes, total + slack);
   EXPECT_GE(peaks.reserved_high_bytes, peaks.used_high_bytes);
   EXPECT_GE(peaks.untracked_bytes, 0);
-  EXPECT_LT(peaks.untracked_bytes, 2 * kMiB) << "pool memory must not be counted as untracked";
+  EXPECT_LT(peaks.untracked_bytes, 8 * kMiB) << "pool memory (11 MiB here) must not be counted as untracked";
 
   session->begin_case();
   const PoolPeaks reset = session->peaks();
@@ -224,7 +224,7 @@ TEST(GpuSession, CublasWorkspaceComesFromThePool) {
     const PoolPeaks peaks = session->peaks();
     EXPECT_GE(peaks.used_high_bytes, static_cast<int64_t>(Session::kBlasWorkspaceBytes));
     EXPECT_LT(peaks.used_high_bytes, static_cast<int64_t>(Session::kBlasWorkspaceBytes) + 2 * kMiB);
-    EXPECT_LT(peaks.untracked_bytes, 2 * kMiB) << "the handles were created before the baseline";
+    EXPECT_LT(peaks.untracked_bytes, 8 * kMiB) << "the handles were created before the baseline";
   }
 }
 
