@@ -23,7 +23,7 @@ namespace gauge::vectors {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // keys in the order written: readable manifests
 
 // "precision/cast_f32_to_narrow/n=1048579/bf16" -> "precision.cast_f32_to_narrow.n1048579.bf16"
 std::string file_stem(const std::string& id) {
