@@ -270,7 +270,7 @@ std::string format_bytes(double bytes) {
   return buffer;
 }
 
-void print_table(const std::vector<Record>& records, std::ostream& out) {
+void print_table(const std::vector<Record>& records, std::ostream& out, TableStyle style) {
   const std::vector<std::string> header = {"case", "shape", "dtype", "impl", "agreement", "time (median)",
                                            "rate", "% of peak", "peak mem", "predicted"};
   std::vector<std::vector<std::string>> rows;
@@ -330,9 +330,12 @@ void print_table(const std::vector<Record>& records, std::ostream& out) {
   for (const auto& row : rows) {
     for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], std::min<size_t>(row[c].size(), 60));
   }
+  const bool markdown = style == TableStyle::markdown;
   auto print_row = [&](const std::vector<std::string>& row) {
+    if (markdown) out << "| ";
     for (size_t c = 0; c < row.size(); ++c) {
-      out << std::left << std::setw(static_cast<int>(widths[c])) << row[c] << (c + 1 < row.size() ? "  " : "\n");
+      out << std::left << std::setw(static_cast<int>(widths[c])) << row[c]
+          << (c + 1 < row.size() ? (markdown ? " | " : "  ") : (markdown ? " |\n" : "\n"));
     }
   };
   print_row(header);

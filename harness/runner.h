@@ -60,7 +60,8 @@ class Runner {
 
 // The results table: case, shape, dtype, impl, agreement, time, TFLOP/s or GB/s, MFU or % of peak
 // bandwidth, measured and predicted peak memory.
-void print_table(const std::vector<Record>& records, std::ostream& out);
+enum class TableStyle { text, markdown };
+void print_table(const std::vector<Record>& records, std::ostream& out, TableStyle style = TableStyle::text);
 std::string format_seconds(double seconds);
 std::string format_bytes(double bytes);
 

@@ -30,6 +30,7 @@ commands:
   run       check every selected case against its reference and benchmark it
   compare   compare two results files; exits 1 on a regression (a CI gate)
   vectors   export the cases as .npy + manifest, or check another implementation's outputs
+  report    print a results file as a table (text or Markdown, e.g. for a CI summary)
 
 'gauge <command> --help' describes each command's options.
 )";
@@ -87,6 +88,13 @@ check   reads, for every case in DIR/manifest.json, the candidate's output files
         from CDIR, applies the case's tolerance rule, prints one line per case and
         "N passed, N failed, N missing". Exit code: 0 all pass, 1 any failure or missing file,
         2 bad input (no manifest, another schema version, a file of the wrong shape or dtype).
+)";
+
+constexpr const char* kReportHelp = R"(usage: gauge report FILE [--markdown]
+
+Prints the records of a results file as the table `gauge run` shows (case, shape, dtype, impl,
+agreement, time, rate, % of peak, measured and predicted peak memory), after a line naming the
+machine, GPU and commit it came from. --markdown prints a Markdown table instead.
 )";
 
 struct Args {
@@ -336,6 +344,20 @@ int command_vectors(int argc, char** argv) {
   throw UsageError("unknown vectors action '" + action + "' (export or check)");
 }
 
+int command_report(int argc, char** argv) {
+  const Args args = parse(argc, argv, 2, {}, {"--markdown"}, "report");
+  if (args.positional.size() != 1) throw UsageError("gauge report needs one results file");
+  const ResultsFile results = read_results(args.positional[0]);
+  const auto& m = results.machine;
+  const auto text = [&](const char* key) { return m.contains(key) && m[key].is_string() ? m[key].get<std::string>() : "?"; };
+  std::string gpu = "no GPU";
+  if (m.contains("gpu") && m["gpu"].is_object() && m["gpu"].contains("name")) gpu = m["gpu"]["name"].get<std::string>();
+  std::cout << args.positional[0] << ": " << text("host") << ", " << gpu << ", gauge " << text("gauge_version")
+            << " at " << text("git_commit") << ", " << results.created_utc << "\n\n";
+  print_table(results.records, std::cout, args.flags.count("--markdown") ? TableStyle::markdown : TableStyle::text);
+  return 0;
+}
+
 bool wants_help(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -360,6 +382,7 @@ int dispatch(int argc, char** argv) {
       {"run", {kRunHelp, command_run}},
       {"compare", {kCompareHelp, command_compare}},
       {"vectors", {kVectorsHelp, command_vectors}},
+      {"report", {kReportHelp, command_report}},
   };
   const auto it = commands.find(command);
   if (it == commands.end()) throw UsageError("unknown command '" + command + "' (see gauge --help)");

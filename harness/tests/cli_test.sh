@@ -29,7 +29,7 @@ expect_usage_error() {
 }
 
 "$gauge" --help >/dev/null && pass || fail "gauge --help"
-for c in info list run compare; do "$gauge" $c --help | grep -q "usage: gauge $c" && pass || fail "gauge $c --help"; done
+for c in info list run compare vectors report; do "$gauge" $c --help | grep -q "usage: gauge $c" && pass || fail "gauge $c --help"; done
 "$gauge" info >"$tmp/info" && grep -q "^cpu:" "$tmp/info" && pass || fail "gauge info"
 "$gauge" list | grep -q "^precision/cast_f32_to_narrow/" && pass || fail "gauge list"
 
@@ -72,6 +72,10 @@ PY
 else
   echo "note: python3-jsonschema missing, schema validation not run (scripts/setup installs it)"
 fi
+
+"$gauge" report "$tmp/a.json" | grep -q "precision/cast_f32_to_narrow" && pass || fail "gauge report"
+"$gauge" report "$tmp/a.json" --markdown | grep -q "^| precision/cast_f32_to_narrow" && pass || fail "gauge report --markdown"
+expect_usage_error "report of a malformed file" report "$tmp/malformed.json"
 
 # compare: identical -> 0; reference twice as slow -> 1; an agreement regression -> 1.
 "$gauge" compare "$tmp/a.json" "$tmp/a.json" >"$tmp/cmp.out" 2>&1 && pass || { fail "compare identical"; cat "$tmp/cmp.out"; }
