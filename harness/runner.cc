@@ -78,7 +78,8 @@ Record Runner::run_reference(const CaseDecl& decl, const Point& point, const Cos
   result = decl.reference(point, inputs);
   memory.measured_peak_bytes = mem::host_peak_bytes();
   memory.predicted_peak_bytes = model.predicted_host_peak_bytes;
-  if (options_.time) {
+  // With --device cuda the reference only provides the expected outputs: no record, so no timing.
+  if (options_.time && options_.devices != DeviceSelection::cuda) {
     BenchmarkSpec spec;
     spec.name = record_name(decl, point) + "/reference";
     spec.repetitions = options_.repetitions;

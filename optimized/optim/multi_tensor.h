@@ -1,11 +1,49 @@
 // Fused multi-tensor optimizer steps on the GPU: one launch updates every tensor of a parameter list,
-// whatever their sizes (a chunk table in device memory maps blocks to (tensor, offset) pairs), with
-// 16-byte vector loads and fp32 math in registers. The global gradient norm (for clipping) and the
+// whatever their sizes (a chunk table in device memory maps blocks to (tensor, range) pairs), with
+// 16-byte vector accesses and fp32 math in registers. The global gradient norm (for clipping) and the
 // NaN/Inf check come from one deterministic two-stage reduction whose result stays on the device, so
-// a step needs no host synchronization.
+// a step needs no host synchronization. Napkin math and kernel shapes: optimized/optim/multi_tensor.cu.
+//
+// Semantics are PyTorch torch.optim's (the reference, reference/optim, writes them out):
+//   SGD      g += wd p; buf = g (step 1) else momentum buf + (1 - dampening) g;
+//            g = nesterov ? g + momentum buf : buf (only with momentum > 0); p -= lr g
+//   AdaGrad  clr = lr / (1 + (t - 1) lr_decay); g += wd p; sum += g^2; p -= clr g / (sqrt(sum) + eps)
+//   RMSprop  g += wd p; sq = alpha sq + (1 - alpha) g^2; centered: ga = alpha ga + (1 - alpha) g,
+//            avg = sqrt(sq - ga^2) + eps, else avg = sqrt(sq) + eps;
+//            momentum > 0: buf = momentum buf + g / avg, p -= lr buf; else p -= lr g / avg
+//   Adam     g += wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; (amsgrad: vmax = max(vmax, v),
+//            NaN-propagating like torch.maximum, used instead of v);
+//            p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+//   AdamW    as Adam without the L2 term, p *= 1 - lr wd first
+// Weight-decay terms are skipped entirely when wd == 0 (as PyTorch does: 0 * Inf would be NaN).
+// Per-step scalars (1 - b^t, sqrt, lr / bc1, clr, 1 - lr wd) are computed in double on the host and
+// rounded once to fp32; element math is fp32 (FMA contraction allowed), sqrt and division IEEE.
+//
+// Precisions (gauge::optim::Precision):
+//   fp32             params, grads, states float.
+//   bf16_master      params and grads bf16 (uint16_t bits), fp32 master weights and fp32 states; the
+//                    update runs on the master, then param = round-to-nearest-even bf16 of the master
+//                    (NaN -> bits >> 16 | 0x0040, as reference/precision/casts.h).
+//   bf16_stochastic  params, grads and states bf16; every bf16 write of a step (param and each state)
+//                    is rounded once, stochastically (optimized/precision/stochastic_rounding.cuh),
+//                    from the fp32 value computed in registers: intermediate values are never rounded.
+//
+// Gradient clipping and NaN/Inf (StepOptions): the step first reduces sum(g^2) over all tensors in
+// fp32 (per chunk, fixed order, then a fixed-order sum of the chunk partials: the same bits every run
+// for the same plan) when max_grad_norm > 0, or !allow_nonfinite, or norm_device is wanted. A chunk
+// holding a NaN or +-Inf gradient element contributes NaN, so norm is NaN exactly when some gradient
+// element is not finite; then, unless allow_nonfinite, the step is skipped (no byte of params, master
+// or states is written) and *status_device = 1. A finite sum that overflows fp32 gives norm = +Inf
+// and is not a skip. Clipping (max_grad_norm > 0): coef = max_norm / (norm + 1e-6) in fp32; every
+// gradient is multiplied by coef when coef < 1 or coef is NaN (torch.clamp(coef, max=1) propagates
+// NaN), i.e. before the weight-decay term, as clip_grad_norm_ followed by optimizer.step().
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "harness/stream.h"
@@ -13,41 +51,184 @@
 
 namespace gauge::optimized::optim {
 
-// Device pointers, one entry per tensor; `states[k][i]` is state k of tensor i (the order is the
-// reference's: see reference/optim/optimizers.h). Element types follow the precision: fp32 mode
-// -> float everywhere; bf16_master -> params/grads bf16 (uint16_t bits), master and states float;
-// bf16_stochastic -> params, grads and states bf16.
+// Device memory for a plan's workspace (chunk table, descriptors, partial sums, control block). In
+// gauge: [&](size_t bytes) { return session.workspace(bytes); }. Never called with 0 bytes. The
+// memory must stay valid, and be used by nothing else, for as long as the plan is used.
+using Allocator = std::function<void*(size_t bytes)>;
+
+// ---- State order ----------------------------------------------------------------------------------
+// states[k][i] is state k of tensor i, in PyTorch's state-dict order:
+//   SGD      [momentum_buffer]                              (none when momentum == 0)
+//   AdaGrad  [sum]
+//   RMSprop  [square_avg, (momentum_buffer), (grad_avg)]    (buffer when momentum > 0; grad_avg when centered)
+//   Adam(W)  [exp_avg, exp_avg_sq, (max_exp_avg_sq)]        (max when amsgrad)
+// States are caller-initialized before step 1 as PyTorch does (zeros; AdaGrad's sum =
+// initial_accumulator_value): initialize_state() below does exactly that. SGD's momentum buffer is not
+// read at step 1 (it is set to the gradient), so it may hold anything then.
+struct StateIndex {
+  int momentum_buffer = -1;  // SGD, RMSprop
+  int sum = -1;              // AdaGrad
+  int square_avg = -1;       // RMSprop
+  int grad_avg = -1;         // RMSprop centered
+  int exp_avg = -1;          // Adam, AdamW
+  int exp_avg_sq = -1;
+  int max_exp_avg_sq = -1;   // amsgrad
+  int count = 0;             // = gauge::optim::state_count(hyper)
+};
+inline StateIndex state_index(const gauge::optim::Hyper& h) {
+  using gauge::optim::Algorithm;
+  StateIndex s;
+  int next = 0;
+  switch (h.algorithm) {
+    case Algorithm::sgd:
+      if (h.momentum != 0.0) s.momentum_buffer = next++;
+      break;
+    case Algorithm::adagrad:
+      s.sum = next++;
+      break;
+    case Algorithm::rmsprop:
+      s.square_avg = next++;
+      if (h.momentum > 0.0) s.momentum_buffer = next++;
+      if (h.centered) s.grad_avg = next++;
+      break;
+    case Algorithm::adam:
+    case Algorithm::adamw:
+      s.exp_avg = next++;
+      s.exp_avg_sq = next++;
+      if (h.amsgrad) s.max_exp_avg_sq = next++;
+      break;
+  }
+  s.count = next;
+  return s;
+}
+
+// The names in state order, e.g. {"exp_avg", "exp_avg_sq"}.
+inline std::vector<std::string> state_names(const gauge::optim::Hyper& h) {
+  const StateIndex s = state_index(h);
+  std::vector<std::string> names(static_cast<size_t>(s.count));
+  const auto name = [&](int slot, const char* text) {
+    if (slot >= 0) names[static_cast<size_t>(slot)] = text;
+  };
+  name(s.momentum_buffer, "momentum_buffer");
+  name(s.sum, "sum");
+  name(s.square_avg, "square_avg");
+  name(s.grad_avg, "grad_avg");
+  name(s.exp_avg, "exp_avg");
+  name(s.exp_avg_sq, "exp_avg_sq");
+  name(s.max_exp_avg_sq, "max_exp_avg_sq");
+  return names;
+}
+
+// ---- Tensor lists ---------------------------------------------------------------------------------
+// Device pointers, one entry per tensor. Element types follow the precision: fp32 -> float
+// everywhere; bf16_master -> params/grads bf16 (uint16_t bits), master and states float;
+// bf16_stochastic -> params, grads and states bf16. Every pointer must be aligned to its element (any
+// offset beyond that is fine: tensors whose arrays can be 16-byte aligned together take the vector
+// path, others the scalar path). Arrays must not overlap each other. A tensor of size 0 may have
+// null pointers.
 struct TensorList {
   std::vector<void*> params;
   std::vector<const void*> grads;
-  std::vector<float*> master;               // bf16_master only
-  std::vector<std::vector<void*>> states;   // [state_count(hyper)][tensor]
+  std::vector<float*> master;             // bf16_master only (else empty)
+  std::vector<std::vector<void*>> states;  // [state_index(hyper).count][tensor]
   std::vector<int64_t> sizes;
 };
 
-// Reusable device-side plan for one tensor list: the chunk table and the reduction scratch. Building
-// it allocates (through `allocate`, the harness pool in gauge) and copies the table once; steps reuse it.
+// ---- One optimizer over one tensor list -----------------------------------------------------------
+// Building a plan validates the list (throws gauge::UsageError naming the bad entry), takes one
+// allocation from `allocate` and enqueues one cudaMemcpyAsync of the descriptors and chunk table on
+// `stream` from pageable memory (the host waits until the bytes are staged, not for the kernels).
+// Build it once and reuse it for every step: step() allocates nothing and copies nothing. The plan
+// keeps raw device pointers and owns nothing; copies share the workspace, so steps of one plan (and
+// its copies) must be ordered on one stream.
 class StepPlan {
  public:
-  using Allocate = void* (*)(void* context, size_t bytes);
   StepPlan(const TensorList& list, gauge::optim::Precision precision, const gauge::optim::Hyper& hyper,
-           Allocate allocate, void* allocate_context, StreamHandle stream);
+           const Allocator& allocate, StreamHandle stream);
 
-  // One step number `step` (1-based) with learning rate `lr` (the schedule already applied).
-  // Writes the step's outcome to `status_device` (an int on the device: 0 applied, 1 skipped for a
-  // NaN/Inf gradient) unless it is null; `norm_device` (a float on the device) receives the global
-  // gradient norm before clipping when it is not null.
-  void step(int64_t step, double lr, const gauge::optim::StepOptions& options, int* status_device,
-            float* norm_device, StreamHandle stream) const;
+  // One optimizer step number `step` (1-based: bias corrections, AdaGrad's lr decay and SGD's first
+  // momentum step depend on it) with learning rate `lr` (the schedule already applied; hyper.lr is
+  // not used here). Enqueued on `stream`, no host synchronization: at most two kernel launches (the
+  // norm pre-pass, when needed, then the update). `status_device` (an int on the device, may be null)
+  // receives 0 when the step was applied, 1 when it was skipped for a NaN/Inf gradient;
+  // `norm_device` (a float on the device, may be null) receives the global gradient L2 norm before
+  // clipping (asking for it forces the pre-pass). options.seed keys stochastic rounding.
+  void step(int64_t step, double lr, const gauge::optim::StepOptions& options, int* status_device, float* norm_device,
+            StreamHandle stream) const;
+
+  // Sets the states to PyTorch's initial values (zeros; AdaGrad's sum = initial_accumulator_value,
+  // rounded to nearest even in bf16_stochastic) and, in bf16_master, master = the bf16 params widened
+  // (exact). One launch on `stream`.
+  void initialize_state(StreamHandle stream) const;
+
+  // Whether step() runs the norm pre-pass for these options.
+  static bool needs_norm_pass(const gauge::optim::StepOptions& options, const float* norm_device) {
+    return options.max_grad_norm > 0.0 || !options.allow_nonfinite || norm_device != nullptr;
+  }
+
+  // Workspace bytes this plan took, and an upper bound for any placement of tensors of these sizes
+  // (for a case's predicted device peak).
+  size_t workspace_bytes() const { return workspace_bytes_; }
+  static size_t workspace_bytes_bound(std::span<const int64_t> sizes);
+
+  int64_t tensor_count() const { return tensor_count_; }
+  int64_t chunk_count() const { return chunk_count_; }
+  // Tensors with at least one element whose arrays cannot be 16-byte aligned together (all scalar).
+  int64_t scalar_tensor_count() const { return scalar_tensor_count_; }
+  gauge::optim::Precision precision() const { return precision_; }
+  const gauge::optim::Hyper& hyper() const { return hyper_; }
 
  private:
-  // Owned by the caller's allocator: the chunk table, per-chunk partial sums, the norm, the status.
-  struct Device;
-  const Device* device_ = nullptr;
-  TensorList list_;
-  gauge::optim::Precision precision_;
+  void* workspace_ = nullptr;  // from the caller's allocator: control, descriptors, chunks, partials
+  size_t workspace_bytes_ = 0;
+  gauge::optim::Precision precision_ = gauge::optim::Precision::fp32;
   gauge::optim::Hyper hyper_;
-  int64_t chunks_ = 0;
+  int64_t tensor_count_ = 0;
+  int64_t chunk_count_ = 0;
+  int64_t scalar_tensor_count_ = 0;
+};
+
+// ---- Gradient accumulation over k micro-batches ---------------------------------------------------
+// Sum, then scale once (not acc += g / k): with inv_k = fp32(1 / k) (exact when k is a power of 2),
+//   micro 0 (k > 1):        acc  = g_0
+//   micro j, 0 < j < k - 1: acc  = acc + g_j                    (fp32 add)
+//   micro k - 1:            out  = (acc + g_{k-1}) * inv_k      (k == 1: out = g_0 * 1 = g_0)
+// Every operation is one IEEE-rounded fp32 add or multiply (no FMA), so the reference reproduces it
+// bit for bit: acc = g_0; acc += g_j in order; out = acc * inv_k, each step rounded to fp32. Gradients
+// and `out` have the plan's gradient type (fp32: float; bf16 modes: bf16, `out` rounded to nearest
+// even); the accumulator is always fp32 and `out` may be the accumulator itself (fp32 only). `out`
+// is typically the StepPlan's grads. micro_grads[j][i] is tensor i of micro-batch j (the same
+// pointers may repeat across j when backward reuses its buffers).
+struct AccumulateList {
+  std::vector<std::vector<const void*>> micro_grads;  // [k][tensor]
+  std::vector<float*> accumulators;                  // [tensor]
+  std::vector<void*> outputs;                        // [tensor]
+  std::vector<int64_t> sizes;                        // [tensor]
+};
+
+class AccumulatePlan {
+ public:
+  // `precision` picks the gradient type (fp32: float, otherwise bf16). Same allocation and copy
+  // rules as StepPlan.
+  AccumulatePlan(const AccumulateList& list, gauge::optim::Precision precision, const Allocator& allocate,
+                 StreamHandle stream);
+
+  // Micro-batch `micro` in [0, k): one launch on `stream`.
+  void accumulate(int micro, StreamHandle stream) const;
+
+  int micro_batches() const { return micro_batches_; }
+  size_t workspace_bytes() const { return workspace_bytes_; }
+  int64_t chunk_count() const { return chunk_count_; }
+
+ private:
+  void* workspace_ = nullptr;  // descriptors, grad pointer table [k][tensor], chunks
+  size_t workspace_bytes_ = 0;
+  bool bf16_grads_ = false;
+  int micro_batches_ = 0;
+  int64_t tensor_count_ = 0;
+  int64_t chunk_count_ = 0;
+  size_t grad_table_offset_ = 0;
+  size_t chunks_offset_ = 0;
 };
 
 }  // namespace gauge::optimized::optim

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace gauge::optim {
 
@@ -68,5 +69,23 @@ void validate(const Schedule& s);
 
 std::string algorithm_name(Algorithm a);
 std::string precision_name(Precision p);
+
+// Names of the states in the order of TensorList::states (optimized/optim/multi_tensor.h) and of the
+// reference (reference/optim/optimizers.h), PyTorch's state keys:
+//   sgd      momentum_buffer (only when momentum != 0)
+//   adagrad  sum
+//   rmsprop  square_avg, momentum_buffer (momentum > 0), grad_avg (centered)
+//   adam(w)  exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad)
+// Initial values: zero, except AdaGrad's sum = initial_accumulator_value.
+std::vector<std::string> state_names(const Hyper& h);
+
+// Stochastic rounding keys (bf16_stochastic). Every stored value of a step draws its own Philox word,
+// as defined in reference/precision/stochastic_rounding.h, keyed by (StepOptions::seed, tensor id,
+// element index within the tensor, step), with the tensor id numbering the stored quantities of
+// parameter tensor i: slot 0 is the parameter, slot 1 + k is state k (in state_names order).
+inline constexpr uint32_t kStochasticRoundingSlots = 4;
+constexpr uint32_t stochastic_rounding_tensor_id(uint32_t tensor_index, uint32_t slot) {
+  return tensor_index * kStochasticRoundingSlots + slot;
+}
 
 }  // namespace gauge::optim
