@@ -12,7 +12,8 @@
 //            avg = sqrt(sq - ga^2) + eps, else avg = sqrt(sq) + eps;
 //            momentum > 0: buf = momentum buf + g / avg, p -= lr buf; else p -= lr g / avg
 //   Adam     g += wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; (amsgrad: vmax = max(vmax, v),
-//            NaN-propagating like torch.maximum, used instead of v);
+//            NaN-propagating like torch.maximum (the reference's std::max keeps vmax when v is NaN;
+//            this differs only with allow_nonfinite and a NaN gradient), used instead of v);
 //            p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 //   AdamW    as Adam without the L2 term, p *= 1 - lr wd first
 // Weight-decay terms are skipped entirely when wd == 0 (as PyTorch does: 0 * Inf would be NaN).
@@ -29,14 +30,16 @@
 //                    from the fp32 value computed in registers: intermediate values are never rounded.
 //
 // Gradient clipping and NaN/Inf (StepOptions): the step first reduces sum(g^2) over all tensors in
-// fp32 (per chunk, fixed order, then a fixed-order sum of the chunk partials: the same bits every run
-// for the same plan) when max_grad_norm > 0, or !allow_nonfinite, or norm_device is wanted. A chunk
-// holding a NaN or +-Inf gradient element contributes NaN, so norm is NaN exactly when some gradient
-// element is not finite; then, unless allow_nonfinite, the step is skipped (no byte of params, master
-// or states is written) and *status_device = 1. A finite sum that overflows fp32 gives norm = +Inf
-// and is not a skip. Clipping (max_grad_norm > 0): coef = max_norm / (norm + 1e-6) in fp32; every
-// gradient is multiplied by coef when coef < 1 or coef is NaN (torch.clamp(coef, max=1) propagates
-// NaN), i.e. before the weight-decay term, as clip_grad_norm_ followed by optimizer.step().
+// fp32 when max_grad_norm > 0, or !allow_nonfinite, or norm_device is wanted: per chunk in a fixed
+// order (FMA accumulation, fixed trees), then a fixed-order sum of the chunk partials, so the norm has
+// the same bits every run for the same plan (not the bits of a sequential sum: compare it with a
+// tolerance). The same pass flags NaN/+-Inf gradient elements: when one exists the step is skipped
+// (no byte of params, master or states is written) and *status_device = 1, unless allow_nonfinite,
+// in which case it runs and non-finite values propagate (norm NaN if a gradient is NaN, +Inf if one
+// is +-Inf). A finite sum that overflows fp32 gives norm = +Inf and is not a skip. Clipping
+// (max_grad_norm > 0): coef = max_norm / (norm + 1e-6) in fp32; every gradient is multiplied by coef
+// when coef < 1 or coef is NaN (torch.clamp(coef, max=1) propagates NaN), before the weight-decay
+// term, as clip_grad_norm_ followed by optimizer.step(); the gradient buffers are never written.
 #pragma once
 
 #include <cstddef>
@@ -62,7 +65,8 @@ using Allocator = std::function<void*(size_t bytes)>;
 //   AdaGrad  [sum]
 //   RMSprop  [square_avg, (momentum_buffer), (grad_avg)]    (buffer when momentum > 0; grad_avg when centered)
 //   Adam(W)  [exp_avg, exp_avg_sq, (max_exp_avg_sq)]        (max when amsgrad)
-// States are caller-initialized before step 1 as PyTorch does (zeros; AdaGrad's sum =
+// This is gauge::optim::state_names(hyper) order (reference/optim/config.h); state_index gives each
+// state's slot. States are caller-initialized before step 1 as PyTorch does (zeros; AdaGrad's sum =
 // initial_accumulator_value): initialize_state() below does exactly that. SGD's momentum buffer is not
 // read at step 1 (it is set to the gradient), so it may hold anything then.
 struct StateIndex {
@@ -102,23 +106,6 @@ inline StateIndex state_index(const gauge::optim::Hyper& h) {
   return s;
 }
 
-// The names in state order, e.g. {"exp_avg", "exp_avg_sq"}.
-inline std::vector<std::string> state_names(const gauge::optim::Hyper& h) {
-  const StateIndex s = state_index(h);
-  std::vector<std::string> names(static_cast<size_t>(s.count));
-  const auto name = [&](int slot, const char* text) {
-    if (slot >= 0) names[static_cast<size_t>(slot)] = text;
-  };
-  name(s.momentum_buffer, "momentum_buffer");
-  name(s.sum, "sum");
-  name(s.square_avg, "square_avg");
-  name(s.grad_avg, "grad_avg");
-  name(s.exp_avg, "exp_avg");
-  name(s.exp_avg_sq, "exp_avg_sq");
-  name(s.max_exp_avg_sq, "max_exp_avg_sq");
-  return names;
-}
-
 // ---- Tensor lists ---------------------------------------------------------------------------------
 // Device pointers, one entry per tensor. Element types follow the precision: fp32 -> float
 // everywhere; bf16_master -> params/grads bf16 (uint16_t bits), master and states float;
@@ -135,21 +122,35 @@ struct TensorList {
 };
 
 // ---- One optimizer over one tensor list -----------------------------------------------------------
-// Building a plan validates the list (throws gauge::UsageError naming the bad entry), takes one
-// allocation from `allocate` and enqueues one cudaMemcpyAsync of the descriptors and chunk table on
-// `stream` from pageable memory (the host waits until the bytes are staged, not for the kernels).
-// Build it once and reuse it for every step: step() allocates nothing and copies nothing. The plan
-// keeps raw device pointers and owns nothing; copies share the workspace, so steps of one plan (and
-// its copies) must be ordered on one stream.
+// Building a plan validates the hyper-parameters (gauge::optim::validate) and the list (throws
+// gauge::UsageError naming the bad entry: counts, a null or misaligned pointer), takes one
+// allocation from the allocator and enqueues the upload of the descriptors and chunk table on
+// `stream` as kernel launches (their parameters carry the bytes), so it never synchronizes: it may be
+// built inside a timed region, and it is ordered before later work on `stream`. Building it once and
+// reusing it for every step is cheapest (step() allocates nothing and uploads nothing); a plan built
+// per call costs a few launches and workspace_bytes() of allocator memory each time. The plan keeps
+// raw device pointers and owns nothing; copies share the workspace, so steps of one plan (and its
+// copies) must be ordered on one stream.
 class StepPlan {
  public:
+  // The draft's allocator form: allocate(context, bytes), e.g. a function that calls
+  // static_cast<gpu::Session*>(context)->workspace(bytes).
+  using Allocate = void* (*)(void* context, size_t bytes);
+
   StepPlan(const TensorList& list, gauge::optim::Precision precision, const gauge::optim::Hyper& hyper,
            const Allocator& allocate, StreamHandle stream);
+  StepPlan(const TensorList& list, gauge::optim::Precision precision, const gauge::optim::Hyper& hyper,
+           Allocate allocate, void* allocate_context, StreamHandle stream)
+      : StepPlan(list, precision, hyper, Allocator([allocate, allocate_context](size_t bytes) {
+                   return allocate(allocate_context, bytes);
+                 }),
+                 stream) {}
 
-  // One optimizer step number `step` (1-based: bias corrections, AdaGrad's lr decay and SGD's first
-  // momentum step depend on it) with learning rate `lr` (the schedule already applied; hyper.lr is
-  // not used here). Enqueued on `stream`, no host synchronization: at most two kernel launches (the
-  // norm pre-pass, when needed, then the update). `status_device` (an int on the device, may be null)
+  // One optimizer step number `step` (1-based, below 2^30: bias corrections, AdaGrad's lr decay, SGD's
+  // first momentum step and the stochastic-rounding keys depend on it) with learning rate `lr` (the
+  // schedule already applied; hyper.lr is not used here). Throws gauge::UsageError for a step outside
+  // [1, 2^30), a negative or non-finite lr or max_grad_norm. Enqueued on `stream`, no host
+  // synchronization: at most two kernel launches (the norm pre-pass, when needed, then the update). `status_device` (an int on the device, may be null)
   // receives 0 when the step was applied, 1 when it was skipped for a NaN/Inf gradient;
   // `norm_device` (a float on the device, may be null) receives the global gradient L2 norm before
   // clipping (asking for it forces the pre-pass). options.seed keys stochastic rounding.
@@ -189,46 +190,60 @@ class StepPlan {
 };
 
 // ---- Gradient accumulation over k micro-batches ---------------------------------------------------
-// Sum, then scale once (not acc += g / k): with inv_k = fp32(1 / k) (exact when k is a power of 2),
+// The mean gradient, as a sum then one scaling (not acc += g / k), with inv_k = accumulation_scale(k)
+// = fp32(1 / k) (one IEEE division; exact when k is a power of 2):
 //   micro 0 (k > 1):        acc  = g_0
-//   micro j, 0 < j < k - 1: acc  = acc + g_j                    (fp32 add)
+//   micro j, 0 < j < k - 1: acc  = acc + g_j
 //   micro k - 1:            out  = (acc + g_{k-1}) * inv_k      (k == 1: out = g_0 * 1 = g_0)
-// Every operation is one IEEE-rounded fp32 add or multiply (no FMA), so the reference reproduces it
-// bit for bit: acc = g_0; acc += g_j in order; out = acc * inv_k, each step rounded to fp32. Gradients
-// and `out` have the plan's gradient type (fp32: float; bf16 modes: bf16, `out` rounded to nearest
-// even); the accumulator is always fp32 and `out` may be the accumulator itself (fp32 only). `out`
-// is typically the StepPlan's grads. micro_grads[j][i] is tensor i of micro-batch j (the same
-// pointers may repeat across j when backward reuses its buffers).
+// every operation one IEEE-rounded fp32 add or multiply (no FMA), accumulator always fp32. A plain
+// fp32 CPU loop doing the same ("sum in micro-batch order, then multiply by fp32(1 / k)") reproduces
+// it bit for bit: that is the faithful low-precision version of reference::optim::accumulate_mean,
+// whose double-then-round mean it differs from by the fp32 sum's rounding plus at most one ulp of the
+// scaling (compare with the faithful rule, or a tolerance of ~ (k + 1) u sum_j |g_j| / k).
+// Micro-batch gradients are fp32 or bf16 (widened exactly); `out` is fp32 (it may be the accumulator
+// itself) or bf16 (the RNE cast of the fp32 mean, e.g. the bf16 gradients a bf16 StepPlan reads).
+// micro_grads[j][i] is tensor i of micro-batch j (the same pointers may repeat across j when backward
+// reuses its buffers).
+enum class GradFormat : uint8_t { f32, bf16 };
+
+inline float accumulation_scale(int micro_batches) { return 1.0f / static_cast<float>(micro_batches); }
+
 struct AccumulateList {
-  std::vector<std::vector<const void*>> micro_grads;  // [k][tensor]
-  std::vector<float*> accumulators;                  // [tensor]
-  std::vector<void*> outputs;                        // [tensor]
+  std::vector<std::vector<const void*>> micro_grads;  // [k][tensor], GradFormat `micro`
+  std::vector<float*> accumulators;                  // [tensor], fp32 (unused when k == 1: may be null)
+  std::vector<void*> outputs;                        // [tensor], GradFormat `output`
   std::vector<int64_t> sizes;                        // [tensor]
 };
 
 class AccumulatePlan {
  public:
-  // `precision` picks the gradient type (fp32: float, otherwise bf16). Same allocation and copy
-  // rules as StepPlan.
-  AccumulatePlan(const AccumulateList& list, gauge::optim::Precision precision, const Allocator& allocate,
+  // Same allocation and upload rules as StepPlan.
+  AccumulatePlan(const AccumulateList& list, GradFormat micro, GradFormat output, const Allocator& allocate,
                  StreamHandle stream);
+  AccumulatePlan(const AccumulateList& list, GradFormat micro, GradFormat output, StepPlan::Allocate allocate,
+                 void* allocate_context, StreamHandle stream)
+      : AccumulatePlan(list, micro, output, Allocator([allocate, allocate_context](size_t bytes) {
+                         return allocate(allocate_context, bytes);
+                       }),
+                       stream) {}
 
-  // Micro-batch `micro` in [0, k): one launch on `stream`.
+  // Micro-batch `micro` in [0, k), in order: one launch on `stream`.
   void accumulate(int micro, StreamHandle stream) const;
 
   int micro_batches() const { return micro_batches_; }
   size_t workspace_bytes() const { return workspace_bytes_; }
   int64_t chunk_count() const { return chunk_count_; }
+  int64_t scalar_tensor_count() const { return scalar_tensor_count_; }
 
  private:
   void* workspace_ = nullptr;  // descriptors, grad pointer table [k][tensor], chunks
   size_t workspace_bytes_ = 0;
-  bool bf16_grads_ = false;
+  GradFormat micro_ = GradFormat::f32;
+  GradFormat output_ = GradFormat::f32;
   int micro_batches_ = 0;
   int64_t tensor_count_ = 0;
   int64_t chunk_count_ = 0;
-  size_t grad_table_offset_ = 0;
-  size_t chunks_offset_ = 0;
+  int64_t scalar_tensor_count_ = 0;
 };
 
 }  // namespace gauge::optimized::optim
