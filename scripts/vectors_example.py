@@ -68,9 +68,62 @@ def cast_narrow_to_f32(case, inputs):
     return {"y": bf16_to_f32(x) if case["dtype"] == "bf16" else f16_to_f32(x)}
 
 
+def scheduled_lr(p, step):
+    """reference/optim/schedule.cc: linear warm-up, then constant / linear / cosine to the floor."""
+    base, warmup, total, floor = p["lr"], p["warmup_steps"], p["schedule_total_steps"], p["floor_lr"]
+    if step <= warmup:
+        return base * step / warmup
+    if p["schedule_after_warmup"] == "constant":
+        return base
+    if step >= total:
+        return floor
+    progress = (step - warmup) / (total - warmup)
+    if p["schedule_after_warmup"] == "linear":
+        return floor + (base - floor) * (1.0 - progress)
+    return floor + (base - floor) * (1.0 + np.cos(np.pi * progress)) / 2.0
+
+
+def adam_one_step(case, inputs):
+    """One Adam / AdamW step (PyTorch semantics) on fp32 tensors, computed in float64.
+
+    The step-1 gradient is an input; later steps' gradients are generated from Philox inside gauge,
+    so only single-step points are reproduced here. The flat buffers hold every parameter tensor
+    back to back with zero gaps, which an elementwise update leaves at zero.
+    """
+    p = case["params"]
+    if p["steps"] != 1 or p["precision"] != "fp32":
+        return None
+    param = inputs["params"].astype(np.float64)
+    grad = inputs["grad"].astype(np.float64)
+    m = inputs["exp_avg"].astype(np.float64)
+    v = inputs["exp_avg_sq"].astype(np.float64)
+    if p["max_grad_norm"] > 0:
+        coef = p["max_grad_norm"] / (np.sqrt(np.sum(grad * grad)) + 1e-6)
+        if coef < 1:
+            grad = grad * coef
+    lr, b1, b2, eps, wd, t = scheduled_lr(p, 1), p["beta1"], p["beta2"], p["eps"], p["weight_decay"], 1
+    if p["decoupled_weight_decay"]:
+        param = param * (1.0 - lr * wd)
+    elif wd != 0:
+        grad = grad + wd * param
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad * grad
+    outputs = {"exp_avg": m, "exp_avg_sq": v}
+    if p["amsgrad"]:
+        v = np.maximum(inputs["max_exp_avg_sq"].astype(np.float64), v)
+        outputs["max_exp_avg_sq"] = v
+    denom = np.sqrt(v) / np.sqrt(1 - b2**t) + eps
+    outputs["params"] = param - (lr / (1 - b1**t)) * m / denom
+    return {name: value.astype(np.float32) for name, value in outputs.items()}
+
+
 RECIPES = {
     "precision/cast_f32_to_narrow": cast_f32_to_narrow,
     "precision/cast_narrow_to_f32": cast_narrow_to_f32,
+    "optim/adam_fp32": adam_one_step,
+    "optim/adamw_fp32": adam_one_step,
+    "optim/adam_amsgrad_l2_fp32": adam_one_step,
+    "optim/adamw_amsgrad_clipped_fp32": adam_one_step,
 }
 
 
@@ -91,6 +144,9 @@ def main():
             continue
         inputs = {entry["name"]: load(args.vectors_dir, entry) for entry in case["inputs"]}
         outputs = recipe(case, inputs)
+        if outputs is None:
+            print(f"the NumPy recipe does not cover {case['id']}: left out", file=sys.stderr)
+            continue
         for entry in case["outputs"]:
             np.save(os.path.join(args.candidate_dir, entry["file"]), outputs[entry["name"]])
     return subprocess.call([args.gauge, "vectors", "check", args.vectors_dir, "--candidate", args.candidate_dir])
