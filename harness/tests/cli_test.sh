@@ -29,9 +29,14 @@ expect_usage_error() {
 }
 
 "$gauge" --help >/dev/null && pass || fail "gauge --help"
-for c in info list run compare vectors report; do "$gauge" $c --help | grep -q "usage: gauge $c" && pass || fail "gauge $c --help"; done
+# Outputs go to files before grep -q reads them: under pipefail, grep -q leaving early would make
+# the writer die of SIGPIPE and fail the check.
+for c in info list run compare vectors report; do
+  "$gauge" $c --help >"$tmp/help" && grep -q "usage: gauge $c" "$tmp/help" && pass || fail "gauge $c --help"
+done
 "$gauge" info >"$tmp/info" && grep -q "^cpu:" "$tmp/info" && pass || fail "gauge info"
-"$gauge" list | grep -q "^precision/cast_f32_to_narrow/" && pass || fail "gauge list"
+"$gauge" list >"$tmp/list" && grep -q "^precision/cast_f32_to_narrow/" "$tmp/list" && grep -q "^optim/adamw_fp32/" "$tmp/list" \
+  && pass || fail "gauge list"
 
 expect_usage_error "unknown command" frobnicate
 expect_usage_error "unknown option" run --frobnicate
@@ -73,8 +78,8 @@ else
   echo "note: python3-jsonschema missing, schema validation not run (scripts/setup installs it)"
 fi
 
-"$gauge" report "$tmp/a.json" | grep -q "precision/cast_f32_to_narrow" && pass || fail "gauge report"
-"$gauge" report "$tmp/a.json" --markdown | grep -q "^| precision/cast_f32_to_narrow" && pass || fail "gauge report --markdown"
+"$gauge" report "$tmp/a.json" >"$tmp/report.txt" && grep -q "precision/cast_f32_to_narrow" "$tmp/report.txt" && pass || fail "gauge report"
+"$gauge" report "$tmp/a.json" --markdown >"$tmp/report.md" && grep -q "^| precision/cast_f32_to_narrow" "$tmp/report.md" && pass || fail "gauge report --markdown"
 expect_usage_error "report of a malformed file" report "$tmp/malformed.json"
 
 # compare: identical -> 0; reference twice as slow -> 1; an agreement regression -> 1.
@@ -102,8 +107,12 @@ PY
 
 # Conformance vectors of the real suites: export, reference outputs as the candidate pass, one
 # perturbed element fails and is named, bad input exits 2.
-if "$gauge" vectors export --out "$tmp/vec" >"$tmp/vec.out" 2>&1; then pass; else fail "vectors export"; cat "$tmp/vec.out"; fi
-"$gauge" vectors export --out "$tmp/vec2" >/dev/null 2>&1
+# The casts, and the single-step AdamW point that the NumPy example reproduces too.
+vec_filter='^precision/|^optim/adamw_fp32/.*steps=1/'
+if "$gauge" vectors export --filter "$vec_filter" --out "$tmp/vec" >"$tmp/vec.out" 2>&1; then pass; else fail "vectors export"; cat "$tmp/vec.out"; fi
+grep -q '"operation": "optim/adamw_fp32"' "$tmp/vec/manifest.json" && grep -q '"beta2"' "$tmp/vec/manifest.json" && pass \
+  || fail "the manifest carries the optimizer case and its hyper-parameters"
+"$gauge" vectors export --filter "$vec_filter" --out "$tmp/vec2" >/dev/null 2>&1
 if diff -r "$tmp/vec" "$tmp/vec2" >/dev/null; then pass; else fail "two exports differ"; fi
 mkdir -p "$tmp/cand"
 cp "$tmp"/vec/*.out.*.npy "$tmp/cand/"

@@ -11,7 +11,6 @@
 //   list=2 (transformer, ~1.1e8), 1 step       full: the benchmark
 // Variant cases (fp32) cover the remaining hyper-parameter branches with the quick points and a
 // full 100-step point. grad_accumulation checks the mean of k micro-batch gradients.
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -105,6 +104,7 @@ void optimized_run(const CaseConfig& config, const OptimizedArgs& a) {
     plan.step(t, ref::scheduled_lr(spec.hyper.lr, spec.schedule, t), spec.options, nullptr, nullptr, a.stream);
   }
 }
+
 // Gradient accumulation: the output zeroed (gaps included), then one accumulate() per micro-batch
 // in order, the output doubling as the fp32 accumulator.
 void accumulation_run(const OptimizedArgs& a) {

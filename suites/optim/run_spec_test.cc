@@ -175,7 +175,9 @@ TEST(Memory, DeclaredPointsPredictStateBytesAsModelled) {
       if (p.dim("list") != static_cast<int64_t>(TensorListId::transformer)) continue;
       const int64_t flat = make_layout(tensor_sizes(TensorListId::transformer)).flat_length;
       EXPECT_EQ(c->model(p).predicted_host_peak_bytes, 28 * flat);
-      EXPECT_EQ(c->model(p).predicted_device_peak_bytes, 28 * flat);
+      // The device adds the StepPlan's workspace (CUDA builds; StepPlan::workspace_bytes_bound).
+      EXPECT_GE(c->model(p).predicted_device_peak_bytes, 28 * flat);
+      EXPECT_LT(c->model(p).predicted_device_peak_bytes, 28 * flat + flat / 100);
     }
   }
 }

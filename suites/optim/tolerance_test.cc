@@ -58,7 +58,9 @@ TEST(Fp32Rule, PlainFp32MathStaysInsideTheBoundForEveryCase) {
   for (const CaseConfig& config : case_configs()) {
     if (config.precision != Precision::fp32) continue;
     for (const Point& point : find_case("optim/" + config.name)->points) {
-      if (!point.quick) continue;
+      // The small quick points: every case, one step and 100 (the 2^20 + 7 list is the same per-element
+      // arithmetic, and would make this test the slowest of the suite under the sanitizers).
+      if (!point.quick || point.dim("n") >= 100'000) continue;
       const RunSpec spec = run_spec(config, point);
       const ToleranceRule rule = tolerance_rule(spec);
       const std::vector<HostTensor> inputs = make_inputs(spec, inputs::kDefaultSeed);
@@ -71,7 +73,7 @@ TEST(Fp32Rule, PlainFp32MathStaysInsideTheBoundForEveryCase) {
       ++checked;
     }
   }
-  EXPECT_GE(checked, 17);
+  EXPECT_GE(checked, 2 * 12);
 }
 
 // A mistake an implementation could make, applied to the truth's own spec: the result must fall
