@@ -370,7 +370,8 @@ StepPlan::StepPlan(const TensorList& list, Precision precision, const Hyper& hyp
   const bool master = precision == Precision::bf16_master;
   count_must_be(list.master.size(), master ? n : 0, "master");
   const StateIndex slots = state_index(hyper);
-  count_must_be(list.states.size(), static_cast<size_t>(slots.count), "states");
+  // An empty list may leave `states` empty too (TensorList{} is a valid, do-nothing plan).
+  if (!(n == 0 && list.states.empty())) count_must_be(list.states.size(), static_cast<size_t>(slots.count), "states");
   for (size_t k = 0; k < list.states.size(); ++k) count_must_be(list.states[k].size(), n, "a states row");
 
   const bool bf16_params = precision != Precision::fp32;

@@ -12,8 +12,8 @@
 //            avg = sqrt(sq - ga^2) + eps, else avg = sqrt(sq) + eps;
 //            momentum > 0: buf = momentum buf + g / avg, p -= lr buf; else p -= lr g / avg
 //   Adam     g += wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; (amsgrad: vmax = max(vmax, v),
-//            NaN-propagating like torch.maximum (the reference's std::max keeps vmax when v is NaN;
-//            this differs only with allow_nonfinite and a NaN gradient), used instead of v);
+//            NaN-propagating like torch.maximum and the reference's nan_propagating_max), used
+//            instead of v);
 //            p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 //   AdamW    as Adam without the L2 term, p *= 1 - lr wd first
 // Weight-decay terms are skipped entirely when wd == 0 (as PyTorch does: 0 * Inf would be NaN).
