@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "harness/gpu.h"
+#include "harness/tests/splitmix64.h"
 
 #if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
 #include <cuda_runtime.h>
@@ -59,24 +60,7 @@ using gauge::optim::StepOptions;
 
 // ---- Small helpers ---------------------------------------------------------------------------------
 
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [lo, hi).
-  float uniform(float lo, float hi) {
-    const float u = static_cast<float>(next() >> 40) * 0x1.0p-24f;
-    return lo + (hi - lo) * u;
-  }
-
- private:
-  uint64_t state_;
-};
+using gauge::test_support::SplitMix64;
 
 uint32_t bits_of(float x) { return std::bit_cast<uint32_t>(x); }
 float float_of(uint32_t b) { return std::bit_cast<float>(b); }

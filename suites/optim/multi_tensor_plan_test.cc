@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "harness/philox.h"
+#include "harness/tests/splitmix64.h"
 #include "optimized/optim/multi_tensor.h"
 #include "optimized/optim/step_scalars.h"
 #include "optimized/precision/stochastic_rounding.cuh"
@@ -46,21 +47,7 @@ static_assert(split_chunk(0, 100, -1, 8).head == 100 && split_chunk(0, 100, -1, 
 static_assert(grid_blocks(0) == 1 && grid_blocks(5) == 5);
 static_assert(update_chunk_of_block(0, 10) == 9 && update_chunk_of_block(9, 10) == 0);
 
-// splitmix64: a tiny deterministic generator for test inputs.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint32_t below(uint32_t n) { return static_cast<uint32_t>(next() % n); }
-
- private:
-  uint64_t state_;
-};
+using gauge::test_support::SplitMix64;
 
 // ---- Vector starts -------------------------------------------------------------------------------
 

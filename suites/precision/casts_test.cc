@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "harness/gpu.h"
+#include "harness/tests/splitmix64.h"
 #include "harness/tensor.h"
 
 #if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
@@ -79,21 +80,7 @@ class Mismatches {
 
 #define EXPECT_NO_MISMATCHES(m) EXPECT_EQ((m).count(), 0) << (m).text()
 
-// splitmix64 (Steele, Lea, Flood 2014): a tiny deterministic generator for test inputs.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint32_t next_u32() { return static_cast<uint32_t>(next() >> 32); }
-
- private:
-  uint64_t state_;
-};
+using gauge::test_support::SplitMix64;
 
 // ---- The narrow formats as the test sees them ------------------------------------------------------
 
