@@ -1,0 +1,1 @@
+# target_sources(gauge_optimized_precision PRIVATE ...) for this part

@@ -1,0 +1,1 @@
+# target_sources(gauge_reference_precision PRIVATE ...) for this part

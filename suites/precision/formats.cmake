@@ -1,0 +1,1 @@
+# list(APPEND precision_cases ...), list(APPEND precision_tests ...) for this part
