@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -40,6 +41,13 @@ std::vector<Point> grid(const std::vector<ShapeSpec>& shapes, const std::vector<
 
 enum class Bound : uint8_t { memory, compute };
 
+// A quantity a case measures besides time and memory (block forward evaluations, skipped steps,
+// bytes copied to host memory, ...), recorded beside the model's prediction of it.
+struct Counter {
+  std::string name;
+  double value = 0;
+};
+
 struct CostModel {
   double flops = 0;  // useful floating-point operations of one call
   double bytes = 0;  // fewest device-memory bytes one call must move: inputs read once, outputs written once
@@ -47,6 +55,7 @@ struct CostModel {
   DType math_dtype = DType::f32;  // whose dense peak MFU is measured against (compute-bound cases)
   int64_t predicted_host_peak_bytes = 0;    // reference side, counting allocator
   int64_t predicted_device_peak_bytes = 0;  // optimized side, harness pool
+  std::vector<Counter> predicted_counters;  // matched by name with the measured counters
 };
 
 struct ReferenceResult {
@@ -54,6 +63,8 @@ struct ReferenceResult {
   std::vector<HostTensor> outputs;
   // Faithful low-precision reference outputs, same order; only for the faithful rule.
   std::vector<HostTensor> faithful;
+  // Quantities the reference measured while it ran (taken from the first call, not the timed ones).
+  std::vector<Counter> counters;
 };
 
 struct DeviceTensor {
@@ -75,6 +86,12 @@ struct OptimizedArgs {
   const std::vector<DeviceTensor>& outputs;
   StreamHandle stream;
   gpu::Session& session;  // workspaces come from the harness pool
+  void* prepared = nullptr;  // what CaseDecl::prepare returned for this point, if the case has one
+
+  template <class T>
+  T& state() const {
+    return *static_cast<T*>(prepared);
+  }
 
   template <class T>
   const T* in(size_t i) const {
@@ -98,6 +115,12 @@ using ModelFn = std::function<CostModel(const Point&)>;
 using ToleranceFn = std::function<ToleranceRule(const Point&)>;
 // Enqueues the optimized computation on args.stream; must not synchronize (it is timed with events).
 using OptimizedFn = std::function<void(const OptimizedArgs&)>;
+// Untimed device setup of one point, run once after the inputs are uploaded and the outputs
+// allocated, before the conformance check and the timing: plans, library descriptors and algorithm
+// choices, one-time copies. It may enqueue work on args.stream and allocate from the pool (counted
+// in the measured peak). What it returns lives until the point is done and reaches every
+// `optimized` call as args.prepared.
+using PrepareFn = std::function<std::shared_ptr<void>(const OptimizedArgs&)>;
 
 struct CaseDecl {
   std::string suite;
@@ -110,6 +133,7 @@ struct CaseDecl {
   ReferenceFn reference;
   OptimizedFn optimized;  // empty in builds without CUDA: wrap it in GAUGE_CUDA_ONLY(...)
   ParamsFn params;        // optional: hyper-parameters beyond the point's dims and dtype
+  PrepareFn prepare;      // optional: untimed per-point device setup (GAUGE_CUDA_ONLY as well)
 
   std::string full_name() const { return suite + "/" + name; }
 };

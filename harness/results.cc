@@ -473,6 +473,12 @@ nlohmann::ordered_json to_json(const Record& r) {
   for (const auto& [name, value] : r.dims) dims[name] = value;
   Json agreement = Json::array();
   for (const Agreement& a : r.agreement) agreement.push_back(agreement_to_json(a));
+  Json counters = Json::array();
+  for (const CounterRecord& c : r.counters) {
+    counters.push_back(Json{{"name", c.name},
+                            {"measured", real_to_json(c.measured)},
+                            {"predicted", optional_real_to_json(c.predicted)}});
+  }
   return Json{{"suite", r.suite},
               {"case", r.case_name},
               {"shape", r.shape},
@@ -485,7 +491,8 @@ nlohmann::ordered_json to_json(const Record& r) {
               {"agreement", std::move(agreement)},
               {"timing", r.timing ? timing_to_json(*r.timing) : Json(nullptr)},
               {"throughput", r.throughput ? throughput_to_json(*r.throughput) : Json(nullptr)},
-              {"memory", r.memory ? memory_to_json(*r.memory) : Json(nullptr)}};
+              {"memory", r.memory ? memory_to_json(*r.memory) : Json(nullptr)},
+              {"counters", std::move(counters)}};
 }
 
 Record record_from_json(const nlohmann::ordered_json& j) {
@@ -512,6 +519,17 @@ Record record_from_json(const nlohmann::ordered_json& j) {
   if (!in.is_null("timing")) r.timing = timing_from_json(in.object("timing"));
   if (!in.is_null("throughput")) r.throughput = throughput_from_json(in.object("throughput"));
   if (!in.is_null("memory")) r.memory = memory_from_json(in.object("memory"));
+  if (j.contains("counters")) {
+    const Json& counters = in.array("counters");
+    for (size_t i = 0; i < counters.size(); ++i) {
+      const ObjectReader c(counters[i], index_path("counters", i));
+      CounterRecord record;
+      record.name = c.string("name");
+      record.measured = c.real("measured");
+      if (!c.is_null("predicted")) record.predicted = c.real("predicted");
+      r.counters.push_back(std::move(record));
+    }
+  }
   if (r.status == RecordStatus::disagree && (r.timing || r.throughput)) {
     field_error(r.timing ? "timing" : "throughput",
                 "must be null when status is disagree (no speed without agreement)");

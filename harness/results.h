@@ -49,6 +49,13 @@ struct MemoryUse {
   std::optional<int64_t> process_max_rss_bytes;
 };
 
+// A measured quantity other than time and memory (harness/case.h Counter), with the model's prediction.
+struct CounterRecord {
+  std::string name;
+  double measured = 0;
+  std::optional<double> predicted;
+};
+
 struct Record {
   std::string suite;
   std::string case_name;
@@ -63,6 +70,7 @@ struct Record {
   std::optional<TimingStats> timing;
   std::optional<Throughput> throughput;
   std::optional<MemoryUse> memory;
+  std::vector<CounterRecord> counters;  // optional in files (absent = none)
 
   std::string key() const;  // suite/case/shape/dtype/impl: what `gauge compare` matches on
   bool agrees() const;

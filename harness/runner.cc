@@ -45,6 +45,19 @@ Throughput throughput_of(const CostModel& model, const TimingStats& timing, std:
   return t;
 }
 
+std::vector<CounterRecord> measured_counters(const std::vector<Counter>& measured,
+                                             const std::vector<Counter>& predicted) {
+  std::vector<CounterRecord> out;
+  for (const Counter& c : measured) {
+    CounterRecord r{c.name, c.value, std::nullopt};
+    for (const Counter& p : predicted) {
+      if (p.name == c.name) r.predicted = p.value;
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
 // Enough back-to-back calls that one timed batch lasts about a millisecond: event resolution and
 // launch gaps then stay in the noise.
 int batch_for(double seconds_per_call) {
@@ -78,6 +91,7 @@ Record Runner::run_reference(const CaseDecl& decl, const Point& point, const Cos
   result = decl.reference(point, inputs);
   memory.measured_peak_bytes = mem::host_peak_bytes();
   memory.predicted_peak_bytes = model.predicted_host_peak_bytes;
+  record.counters = measured_counters(result.counters, model.predicted_counters);
   // With --device cuda the reference only provides the expected outputs: no record, so no timing.
   if (options_.time && options_.devices != DeviceSelection::cuda) {
     BenchmarkSpec spec;
@@ -126,7 +140,12 @@ Record Runner::run_optimized(const CaseDecl& decl, const Point& point, const Cos
     const HostTensor& spec = faithful ? reference.faithful.at(device_outputs.size()) : t;
     device_outputs.push_back(gpu.allocate_poisoned(t.name(), spec.dtype(), spec.shape()));
   }
-  const OptimizedArgs args{point, device_inputs, device_outputs, gpu.stream(), gpu};
+  OptimizedArgs args{point, device_inputs, device_outputs, gpu.stream(), gpu};
+  std::shared_ptr<void> prepared;
+  if (decl.prepare) {
+    prepared = decl.prepare(args);
+    args.prepared = prepared.get();
+  }
   decl.optimized(args);
   gpu.synchronize();
 
@@ -245,6 +264,19 @@ std::vector<Record> Runner::run(const std::vector<Selection>& selection, std::os
   return records;
 }
 
+namespace {
+// "forward_evaluations=528 (528), peak_slots=4 (4)"
+std::string format_counters(const std::vector<CounterRecord>& counters) {
+  std::ostringstream s;
+  for (size_t i = 0; i < counters.size(); ++i) {
+    if (i > 0) s << ", ";
+    s << counters[i].name << "=" << std::setprecision(6) << counters[i].measured;
+    if (counters[i].predicted) s << " (" << std::setprecision(6) << *counters[i].predicted << ")";
+  }
+  return s.str();
+}
+}  // namespace
+
 std::string format_seconds(double seconds) {
   char buffer[32];
   if (seconds < 1e-6) {
@@ -272,8 +304,12 @@ std::string format_bytes(double bytes) {
 }
 
 void print_table(const std::vector<Record>& records, std::ostream& out, TableStyle style) {
-  const std::vector<std::string> header = {"case", "shape", "dtype", "impl", "agreement", "time (median)",
+  std::vector<std::string> header = {"case", "shape", "dtype", "impl", "agreement", "time (median)",
                                            "rate", "% of peak", "peak mem", "predicted"};
+  // A counters column only when some record measured one.
+  const bool with_counters =
+      std::any_of(records.begin(), records.end(), [](const Record& r) { return !r.counters.empty(); });
+  if (with_counters) header.push_back("counters (predicted)");
   std::vector<std::vector<std::string>> rows;
   for (const Record& r : records) {
     std::string agreement;
@@ -325,6 +361,7 @@ void print_table(const std::vector<Record>& records, std::ostream& out, TableSty
     std::string predicted = r.memory ? format_bytes(static_cast<double>(r.memory->predicted_peak_bytes)) : "-";
     rows.push_back({r.suite + "/" + r.case_name, r.shape, r.dtype, r.impl, agreement, time, rate, fraction, peak,
                     predicted});
+    if (with_counters) rows.back().push_back(format_counters(r.counters));
   }
   std::vector<size_t> widths(header.size());
   for (size_t c = 0; c < header.size(); ++c) widths[c] = header[c].size();

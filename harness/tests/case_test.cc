@@ -20,6 +20,7 @@ GAUGE_REGISTER_CASE({
           m.flops = static_cast<double>(p.dim("n"));
           m.bytes = 8.0 * static_cast<double>(p.dim("n"));
           m.predicted_host_peak_bytes = 8 * p.dim("n");
+          m.predicted_counters = {{"doublings", static_cast<double>(p.dim("n"))}};
           return m;
         },
     .tolerance = [](const Point&) { return tolerance::exact_bits(); },
@@ -32,6 +33,7 @@ GAUGE_REGISTER_CASE({
           HostTensor y("y", DType::f32, in[0].shape());
           for (size_t i = 0; i < y.view<float>().size(); ++i) y.view<float>()[i] = 2 * in[0].view<float>()[i];
           ReferenceResult r;
+          r.counters.push_back({"doublings", static_cast<double>(y.numel())});
           r.outputs.push_back(std::move(y));
           return r;
         },
@@ -81,6 +83,10 @@ TEST(Runner, ReferenceRecordCarriesTimingThroughputAndMeasuredMemory) {
   // 1000 fp32 in + 1000 fp32 out, measured by the counting allocator.
   EXPECT_EQ(r.memory->measured_peak_bytes, 8000);
   EXPECT_EQ(r.memory->predicted_peak_bytes, 8000);
+  ASSERT_EQ(r.counters.size(), 1u);
+  EXPECT_EQ(r.counters[0].name, "doublings");
+  EXPECT_EQ(r.counters[0].measured, 1000);
+  EXPECT_EQ(r.counters[0].predicted, 1000);
   ASSERT_TRUE(outcome.optimized.has_value());
   if (!gpu::available()) {
     EXPECT_EQ(outcome.optimized->status, RecordStatus::no_cuda_device);

@@ -135,6 +135,7 @@ Record full_record() {
                        .pool_reserved_peak_bytes = 4096,
                        .untracked_bytes = -512,
                        .process_max_rss_bytes = int64_t{1} << 33};
+  r.counters = {{"forward_evaluations", 528, 528.0}, {"offload_seconds", 0.25, 0.5}};
   return r;
 }
 
@@ -167,6 +168,7 @@ Record record_with_empty_optionals() {
                        .pool_reserved_peak_bytes = std::nullopt,
                        .untracked_bytes = std::nullopt,
                        .process_max_rss_bytes = std::nullopt};
+  r.counters = {{"peak_slots", 4, std::nullopt}};  // measured, nothing predicted
   return r;
 }
 
@@ -262,6 +264,12 @@ void expect_same_record(const Record& actual, const Record& expected) {
     EXPECT_EQ(actual.memory->pool_reserved_peak_bytes, expected.memory->pool_reserved_peak_bytes);
     EXPECT_EQ(actual.memory->untracked_bytes, expected.memory->untracked_bytes);
     EXPECT_EQ(actual.memory->process_max_rss_bytes, expected.memory->process_max_rss_bytes);
+  }
+  ASSERT_EQ(actual.counters.size(), expected.counters.size());
+  for (size_t i = 0; i < expected.counters.size(); ++i) {
+    EXPECT_EQ(actual.counters[i].name, expected.counters[i].name);
+    EXPECT_EQ(actual.counters[i].measured, expected.counters[i].measured);
+    EXPECT_EQ(actual.counters[i].predicted, expected.counters[i].predicted);
   }
 }
 
@@ -374,6 +382,14 @@ TEST(Results, RecordWithoutOptionalPartsRoundTrips) {
   expect_same_record(round_trip(record_with_empty_optionals()), record_with_empty_optionals());
 }
 
+TEST(Results, FilesWithoutCountersStillRead) {
+  nlohmann::ordered_json j = to_json(full_record());
+  j.erase("counters");
+  EXPECT_TRUE(record_from_json(j).counters.empty());
+  j["counters"] = nlohmann::ordered_json::array({{{"name", "x"}, {"measured", "many"}, {"predicted", nullptr}}});
+  EXPECT_THROW(record_from_json(j), UsageError);
+}
+
 TEST(Results, NonFiniteDoublesAreWrittenAsStrings) {
   const nlohmann::ordered_json j = to_json(full_record());
   const auto& agreement = j["agreement"][0];
@@ -392,7 +408,8 @@ TEST(Results, RecordFieldsAreWrittenInDeclaredOrder) {
   std::vector<std::string> keys;
   for (const auto& [key, value] : j.items()) keys.push_back(key);
   EXPECT_EQ(keys, (std::vector<std::string>{"suite", "case", "shape", "dims", "dtype", "impl", "device", "status",
-                                            "note", "agreement", "timing", "throughput", "memory"}));
+                                            "note", "agreement", "timing", "throughput", "memory",
+                                            "counters"}));
 }
 
 TEST(Results, DisagreeingRecordWithTimingIsNeverWritten) {

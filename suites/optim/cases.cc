@@ -11,6 +11,7 @@
 //   list=2 (transformer, ~1.1e8), 1 step       full: the benchmark
 // Variant cases (fp32) cover the remaining hyper-parameter branches with the quick points and a
 // full 100-step point. grad_accumulation checks the mean of k micro-batch gradients.
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,8 @@ namespace ref = gauge::reference::optim;
 using gauge::optim::ScheduleShape;
 
 // ---- The optimized side: replay the same run on the device ------------------------------------------
-// The outputs are reset from the inputs (one device-to-device copy per stored tensor, whole flat
-// buffers), a StepPlan is built over pointers into them, and steps 1..T run with the host-scheduled
+// Untimed (CaseDecl::prepare): the outputs are set from the inputs (one device-to-device copy per
+// stored tensor, whole flat buffers) and a StepPlan is built over pointers into them. Timed: steps 1..T run with the host-scheduled
 // learning rates. With T > 1 each step's gradient is regenerated into the `grad` input buffer (a
 // device copy this case owns) by the harness's Philox fill, through the `grad_staging` input and the
 // CUDA RNE cast for bf16; a one-step point uses the uploaded gradient as it is. Nothing is read back
@@ -72,7 +73,14 @@ void regenerate_gradient(const RunSpec& spec, const Layout& layout, const Optimi
   }
 }
 
-void optimized_run(const CaseConfig& config, const OptimizedArgs& a) {
+// Untimed, once per point: the outputs start as copies of the initial parameters, master weights
+// and states (the step then updates them in place), and the StepPlan (chunk table, norm workspace)
+// is built. The timed call is the step alone.
+struct PreparedStep {
+  std::unique_ptr<optimized::optim::StepPlan> plan;
+};
+
+std::shared_ptr<void> optimized_prepare(const CaseConfig& config, const OptimizedArgs& a) {
   const RunSpec spec = run_spec(config, a.point);
   const Layout layout = make_layout(spec.sizes);
   const InputIndex in = input_index(spec);
@@ -97,8 +105,18 @@ void optimized_run(const CaseConfig& config, const OptimizedArgs& a) {
     }
     list.sizes.push_back(layout.sizes[i]);
   }
-  const optimized::optim::StepPlan plan(list, spec.precision, spec.hyper,
-                                        [&a](size_t bytes) { return a.session.workspace(bytes); }, a.stream);
+  auto prepared = std::make_shared<PreparedStep>();
+  prepared->plan = std::make_unique<optimized::optim::StepPlan>(
+      list, spec.precision, spec.hyper, [&a](size_t bytes) { return a.session.workspace(bytes); }, a.stream);
+  return prepared;
+}
+
+// The timed part: `steps` optimizer steps (with the gradient of each step regenerated on the device
+// when there is more than one).
+void optimized_run(const CaseConfig& config, const OptimizedArgs& a) {
+  const RunSpec spec = run_spec(config, a.point);
+  const Layout layout = make_layout(spec.sizes);
+  const optimized::optim::StepPlan& plan = *a.state<PreparedStep>().plan;
   for (int64_t t = 1; t <= spec.steps; ++t) {
     if (spec.steps > 1) regenerate_gradient(spec, layout, a, t);
     plan.step(t, ref::scheduled_lr(spec.hyper.lr, spec.schedule, t), spec.options, nullptr, nullptr, a.stream);
@@ -106,12 +124,15 @@ void optimized_run(const CaseConfig& config, const OptimizedArgs& a) {
 }
 
 // Gradient accumulation: the output zeroed (gaps included), then one accumulate() per micro-batch
-// in order, the output doubling as the fp32 accumulator.
-void accumulation_run(const OptimizedArgs& a) {
+// in order, the output doubling as the fp32 accumulator. The plan is built once, untimed.
+struct PreparedAccumulation {
+  std::unique_ptr<optimized::optim::AccumulatePlan> plan;
+};
+
+std::shared_ptr<void> accumulation_prepare(const OptimizedArgs& a) {
   const AccumulationSpec spec = accumulation_spec(a.point);
   const Layout layout = make_layout(spec.sizes);
   const DeviceTensor& mean = a.outputs.at(0);
-  check_cuda(cudaMemsetAsync(mean.ptr, 0, mean.bytes, a.stream), "zeroing the mean");
   optimized::optim::AccumulateList list;
   list.micro_grads.resize(static_cast<size_t>(spec.micro_batches));
   for (size_t i = 0; i < layout.sizes.size(); ++i) {
@@ -123,8 +144,18 @@ void accumulation_run(const OptimizedArgs& a) {
     list.sizes.push_back(layout.sizes[i]);
   }
   const auto micro = spec.micro_dtype == DType::f32 ? optimized::optim::GradFormat::f32 : optimized::optim::GradFormat::bf16;
-  const optimized::optim::AccumulatePlan plan(list, micro, optimized::optim::GradFormat::f32,
-                                              [&a](size_t bytes) { return a.session.workspace(bytes); }, a.stream);
+  auto prepared = std::make_shared<PreparedAccumulation>();
+  prepared->plan = std::make_unique<optimized::optim::AccumulatePlan>(
+      list, micro, optimized::optim::GradFormat::f32, [&a](size_t bytes) { return a.session.workspace(bytes); },
+      a.stream);
+  return prepared;
+}
+
+void accumulation_run(const OptimizedArgs& a) {
+  const AccumulationSpec spec = accumulation_spec(a.point);
+  const DeviceTensor& mean = a.outputs.at(0);
+  check_cuda(cudaMemsetAsync(mean.ptr, 0, mean.bytes, a.stream), "zeroing the mean");
+  const optimized::optim::AccumulatePlan& plan = *a.state<PreparedAccumulation>().plan;
   for (int j = 0; j < spec.micro_batches; ++j) plan.accumulate(j, a.stream);
 }
 
@@ -325,6 +356,7 @@ CaseDecl declare(const CaseConfig& config) {
   decl.tolerance = [config](const Point& p) { return tolerance_rule(run_spec(config, p)); };
   decl.inputs = [config](const Point& p, uint64_t seed) { return make_inputs(run_spec(config, p), seed); };
   decl.reference = [config](const Point& p, const std::vector<HostTensor>& in) { return reference_run(run_spec(config, p), in); };
+  decl.prepare = GAUGE_CUDA_ONLY([config](const OptimizedArgs& a) { return optimized_prepare(config, a); });
   decl.optimized = GAUGE_CUDA_ONLY([config](const OptimizedArgs& a) { optimized_run(config, a); });
   decl.params = [config](const Point& p) { return run_params(run_spec(config, p)); };
   return decl;
@@ -352,6 +384,7 @@ CaseDecl declare_accumulation() {
   decl.reference = [](const Point& p, const std::vector<HostTensor>& in) {
     return accumulation_reference(accumulation_spec(p), in);
   };
+  decl.prepare = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) { return accumulation_prepare(a); });
   decl.optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) { accumulation_run(a); });
   decl.params = [](const Point& p) {
     const AccumulationSpec spec = accumulation_spec(p);

@@ -150,8 +150,8 @@ double step_bytes_per_parameter(const RunSpec& spec);
 int64_t state_bytes_per_parameter(const Hyper& hyper, Precision precision);
 double step_flops_per_parameter(const RunSpec& spec);
 
-// The cost of one call of either side: resetting the outputs from the inputs, regenerating gradients
-// (T > 1) and T steps; and the predicted peaks of the reference (inputs, truth outputs, faithful
+// The cost of one timed optimized call: regenerating gradients (T > 1) and T steps (the outputs are
+// set from the inputs by the untimed CaseDecl::prepare); and the predicted peaks of the reference (inputs, truth outputs, faithful
 // outputs, one gradient buffer when T > 1) and of the device (inputs and outputs; the StepPlan's own
 // scratch is not known here).
 CostModel cost_model(const RunSpec& spec);
