@@ -67,6 +67,10 @@ class Session {
   virtual HostTensor download(const DeviceTensor& device) = 0;
   // Stream-ordered scratch from the pool, valid until the next begin_case().
   virtual void* workspace(size_t bytes) = 0;
+  // Returns a workspace() allocation to the pool early (stream-ordered), so that a case can show a
+  // lower high-water mark by freeing what it no longer needs (e.g. a gradient consumed by the
+  // optimizer). Throws RuntimeFailure for a pointer the pool did not hand out in this case.
+  virtual void release(void* workspace_pointer) = 0;
 
   // cuBLAS and cuBLASLt handles bound to stream(). The cuBLAS handle's workspace is a pool
   // allocation made at the first blas() call of each case, and cuBLASLt matmuls take theirs from

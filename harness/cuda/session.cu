@@ -321,6 +321,14 @@ class CudaSession final : public Session {
 
   void* workspace(size_t bytes) override { return allocate(bytes); }
 
+  void release(void* p) override {
+    if (p == nullptr) return;
+    const auto it = std::find(case_allocations_.begin(), case_allocations_.end(), p);
+    if (it == case_allocations_.end()) throw RuntimeFailure("Session::release: not a workspace of this case");
+    case_allocations_.erase(it);
+    GAUGE_CUDA_CHECK(cudaFreeAsync(p, stream_));
+  }
+
   cublasContext* blas() override {
     if (!blas_workspace_bound_) {
       GAUGE_CUBLAS_CHECK(cublasSetWorkspace(blas_, allocate(kBlasWorkspaceBytes), kBlasWorkspaceBytes));

@@ -228,6 +228,26 @@ TEST(GpuSession, CublasWorkspaceComesFromThePool) {
   }
 }
 
+TEST(GpuSession, ReleasedWorkspaceLowersTheHighWaterMark) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+  const std::unique_ptr<Session> session = Session::open();
+  session->begin_case();
+  // Two 16 MiB buffers one after the other, the first released before the second: the peak is one
+  // buffer, not two (the pool reuses the freed block in stream order).
+  void* first = session->workspace(static_cast<size_t>(16 * kMiB));
+  session->release(first);
+  void* second = session->workspace(static_cast<size_t>(16 * kMiB));
+  session->synchronize();
+  EXPECT_NE(second, nullptr);
+  const PoolPeaks peaks = session->peaks();
+  EXPECT_GE(peaks.used_high_bytes, 16 * kMiB);
+  EXPECT_LT(peaks.used_high_bytes, 32 * kMiB);
+  EXPECT_THROW(session->release(first), gauge::RuntimeFailure) << "released twice";
+  int local = 0;
+  EXPECT_THROW(session->release(&local), gauge::RuntimeFailure);
+  session->begin_case();  // frees `second` without touching the released `first`
+}
+
 TEST(GpuSession, MemoryOutsideThePoolIsUntracked) {
   if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
   const std::unique_ptr<Session> session = Session::open();
