@@ -51,21 +51,19 @@ void step_layers(const MlpShape& shape, const Hyper& hyper, int64_t step, double
 
 }  // namespace
 
-int64_t MlpShape::weight_offset(int64_t layer) const {
-  int64_t offset = 0;
-  for (int64_t l = 0; l < layer; ++l) offset += out_of(l) * in_of(l) + out_of(l);
-  return offset;
+std::string shape_problem(const MlpShape& s) {
+  if (s.batch < 1 || s.features < 1 || s.hidden < 1 || s.classes < 1) {
+    return "MLP shape: batch, features, hidden and classes must be positive (got batch " + std::to_string(s.batch) +
+           ", features " + std::to_string(s.features) + ", hidden " + std::to_string(s.hidden) + ", classes " +
+           std::to_string(s.classes) + ")";
+  }
+  if (s.layers < 2) return "MLP shape: at least 2 Linear layers, got " + std::to_string(s.layers);
+  return "";
 }
 
-int64_t MlpShape::parameter_count() const { return weight_offset(layers); }
-
 void validate(const MlpShape& s) {
-  if (s.batch < 1 || s.features < 1 || s.hidden < 1 || s.classes < 1) {
-    throw UsageError("MLP shape: batch, features, hidden and classes must be positive (got batch " +
-                     std::to_string(s.batch) + ", features " + std::to_string(s.features) + ", hidden " +
-                     std::to_string(s.hidden) + ", classes " + std::to_string(s.classes) + ")");
-  }
-  if (s.layers < 2) throw UsageError("MLP shape: at least 2 Linear layers, got " + std::to_string(s.layers));
+  const std::string problem = shape_problem(s);
+  if (!problem.empty()) throw UsageError(problem);
 }
 
 MlpStepResult mlp_sgd_step(const MlpShape& shape, const Hyper& hyper, int64_t step, double lr,

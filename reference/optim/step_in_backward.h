@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "reference/optim/config.h"
@@ -42,13 +43,20 @@ struct MlpShape {
 
   int64_t in_of(int64_t layer) const { return layer == 0 ? features : hidden; }
   int64_t out_of(int64_t layer) const { return layer == layers - 1 ? classes : hidden; }
-  // Offsets of W_l and b_l in the flat parameter buffer: W_0, b_0, W_1, b_1, ...
-  int64_t weight_offset(int64_t layer) const;
+  // Offsets of W_l and b_l in the flat parameter buffer: W_0, b_0, W_1, b_1, ... (plain layout, used
+  // by the CUDA side too).
+  int64_t weight_offset(int64_t layer) const {
+    int64_t offset = 0;
+    for (int64_t l = 0; l < layer; ++l) offset += out_of(l) * in_of(l) + out_of(l);
+    return offset;
+  }
   int64_t bias_offset(int64_t layer) const { return weight_offset(layer) + out_of(layer) * in_of(layer); }
-  int64_t parameter_count() const;
+  int64_t parameter_count() const { return weight_offset(layers); }
   int64_t gradient_bytes() const { return parameter_count() * 4; }
 };
-// Throws gauge::UsageError for a non-positive size or fewer than 2 layers.
+// One line naming the problem (a non-positive size, fewer than 2 layers), or empty when the shape is
+// valid; validate() throws it as gauge::UsageError.
+std::string shape_problem(const MlpShape& shape);
 void validate(const MlpShape& shape);
 
 enum class GradientRelease : uint8_t {

@@ -10,6 +10,13 @@
 #include "harness/case.h"
 #include "harness/inputs.h"
 #include "reference/optim/step_in_backward.h"
+#if GAUGE_HAS_CUDA
+#include <cuda_runtime.h>
+
+#include "harness/error.h"
+#include "harness/gpu.h"
+#include "optimized/optim/step_in_backward.h"
+#endif
 
 namespace gauge::suites::optim {
 namespace {
@@ -67,6 +74,21 @@ std::vector<HostTensor> make_inputs(const Point& p, uint64_t seed) {
   return in;
 }
 
+#if GAUGE_HAS_CUDA
+// Untimed: the outputs start as the input parameters and momentum, and the step's layer plans, step
+// plans and buffers are built (from the harness pool, so the measured peak includes them).
+std::shared_ptr<void> prepare_step(GradientRelease release, const OptimizedArgs& a) {
+  for (size_t i = 0; i < 2; ++i) {
+    const cudaError_t status = cudaMemcpyAsync(a.outputs.at(i).ptr, a.inputs.at(2 + i).ptr, a.inputs.at(2 + i).bytes,
+                                               cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(a.stream));
+    if (status != cudaSuccess) throw RuntimeFailure(std::string("mlp step: copying the initial state: ") + cudaGetErrorString(status));
+  }
+  return std::make_shared<optimized::optim::MlpSgdStep>(
+      a.session.blas_lt(), shape_of(a.point), sgd_momentum(), release, a.in<float>(0), a.in<int32_t>(1), a.out<float>(0),
+      a.out<float>(1), [&a](size_t bytes) { return a.session.workspace(bytes); }, a.stream);
+}
+#endif
+
 CaseDecl declare(GradientRelease release) {
   const bool fused = release == GradientRelease::in_backward;
   CaseDecl decl;
@@ -91,6 +113,10 @@ CaseDecl declare(GradientRelease release) {
     // the step's own ledger.
     const int64_t owned = 4 * s.batch * s.features + 4 * s.batch + 4 * 4 * s.parameter_count();
     m.predicted_host_peak_bytes = owned + ref::predicted_peak_bytes(s, release);
+#if GAUGE_HAS_CUDA
+    // Inputs and outputs, plus the step's buffers (the cuBLASLt workspace excepted: it is chosen at run time).
+    m.predicted_device_peak_bytes = owned + static_cast<int64_t>(optimized::optim::MlpSgdStep::device_bytes(s, release));
+#endif
     return m;
   };
   // Parameters and gradient sums are below 1 in magnitude for this initialization (|w| <= 1/sqrt(in),
@@ -113,6 +139,10 @@ CaseDecl declare(GradientRelease release) {
                       r.outputs[0].view<float>(), r.outputs[1].view<float>());
     return r;
   };
+  decl.prepare = GAUGE_CUDA_ONLY([release](const OptimizedArgs& a) { return prepare_step(release, a); });
+  decl.optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
+    a.state<optimized::optim::MlpSgdStep>().step(1, kLearningRate, a.stream);
+  });
   decl.params = [](const Point&) {
     return Params{{"optimizer", std::string("sgd")},     {"lr", kLearningRate},      {"momentum", 0.9},
                   {"weight_decay", 1e-4},                {"step", int64_t{1}},       {"activation", std::string("relu")},
