@@ -14,6 +14,7 @@
 
 #include "harness/philox.h"
 #include "reference/precision/casts.h"
+#include "reference/precision/fp8.h"
 
 namespace gauge::reference::precision {
 namespace {
@@ -64,6 +65,76 @@ uint16_t f64_to_bf16_stochastic(double x, uint32_t word) {
   const uint32_t bits = std::bit_cast<uint32_t>(x < 0.0 ? -on_grid : on_grid);
   if ((bits & 0xFFFFu) != 0) throw std::logic_error("stochastic rounding: a result off the bf16 grid");
   return static_cast<uint16_t>(bits >> 16);
+}
+
+namespace {
+
+// |x| (finite, non-negative, not zero) rounded stochastically on the grid with `mantissa_bits` stored
+// bits whose lowest normal binade is 2^min_exponent, continued without bound above: lo + 1 ulp with
+// probability frac, exactly as for bf16 above. The result is on the grid, maybe beyond the format's
+// largest finite value (the caller decides what overflow becomes).
+double stochastic_magnitude(double magnitude, int mantissa_bits, int min_exponent, uint32_t word) {
+  int e = 0;
+  std::frexp(magnitude, &e);
+  const int binade = std::max(e - 1, min_exponent);
+  const int quantum_exponent = binade - mantissa_bits;
+  const double quanta = std::ldexp(magnitude, -quantum_exponent);  // exact
+  const double truncated = std::floor(quanta);
+  const double frac = quanta - truncated;  // exact
+  return std::ldexp(truncated + (uniform_from_word(word) < frac ? 1.0 : 0.0), quantum_exponent);
+}
+
+void check_sizes(const char* what, size_t in, size_t out) {
+  if (in != out) {
+    throw std::invalid_argument(std::string(what) + ": input has " + std::to_string(in) + " elements, output " +
+                                std::to_string(out));
+  }
+}
+
+}  // namespace
+
+uint16_t f32_to_f16_stochastic(float x, uint32_t word) {
+  // NaN (payload rule), Inf and zeros (on the grid, sign kept): the RNE cast's answer.
+  if (std::isnan(x) || std::isinf(x) || x == 0.0f) return f32_to_f16(x);
+  constexpr int kF16MantissaBits = 10;
+  constexpr int kF16MinNormalExponent = -14;
+  constexpr double kF16MaxFinite = 65504.0;
+  const double chosen =
+      stochastic_magnitude(std::fabs(static_cast<double>(x)), kF16MantissaBits, kF16MinNormalExponent, word);
+  // Beyond 65504 the next grid value is 2^16: overflow, Inf. Otherwise the value is on the fp16 grid
+  // and inside fp32, so the RNE cast encodes it without rounding.
+  const float on_grid = chosen > kF16MaxFinite ? HUGE_VALF : static_cast<float>(chosen);
+  return f32_to_f16(std::signbit(x) ? -on_grid : on_grid);
+}
+
+uint8_t f32_to_fp8_stochastic(float x, uint32_t word, gauge::precision::Fp8Format format,
+                              gauge::precision::Fp8Overflow overflow) {
+  if (std::isnan(x) || std::isinf(x) || x == 0.0f) return f32_to_fp8(x, format, overflow);
+  const bool e4m3 = format == gauge::precision::Fp8Format::e4m3;
+  const int mantissa_bits = e4m3 ? 3 : 2;
+  const int min_exponent = e4m3 ? -6 : -14;
+  const double chosen = stochastic_magnitude(std::fabs(static_cast<double>(x)), mantissa_bits, min_exponent, word);
+  // Overflow is whatever the RNE cast makes of an infinite input in this mode (max, NaN or Inf);
+  // an in-range grid value is encoded by the RNE cast exactly.
+  const float on_grid = chosen > fp8_max_finite(format) ? HUGE_VALF : static_cast<float>(chosen);
+  return f32_to_fp8(std::signbit(x) ? -on_grid : on_grid, format, overflow);
+}
+
+void stochastic_round_f32_to_f16(std::span<const float> in, std::span<uint16_t> out, uint64_t seed,
+                                 uint32_t tensor_id, uint64_t step) {
+  check_sizes("stochastic_round_f32_to_f16", in.size(), out.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i] = f32_to_f16_stochastic(in[i], stochastic_rounding_word(seed, tensor_id, i, step));
+  }
+}
+
+void stochastic_round_f32_to_fp8(std::span<const float> in, std::span<uint8_t> out, gauge::precision::Fp8Format format,
+                                 gauge::precision::Fp8Overflow overflow, uint64_t seed, uint32_t tensor_id,
+                                 uint64_t step) {
+  check_sizes("stochastic_round_f32_to_fp8", in.size(), out.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i] = f32_to_fp8_stochastic(in[i], stochastic_rounding_word(seed, tensor_id, i, step), format, overflow);
+  }
 }
 
 uint16_t f32_to_bf16_stochastic(float x, uint32_t word) {

@@ -25,9 +25,26 @@
 // index & 3. Requires index < 2^34 and step < 2^30 (so that the 64-bit index argument holds both).
 // The optimizer numbers its stored tensors with gauge::optim::stochastic_rounding_tensor_id
 // (reference/optim/config.h).
+//
+// Stochastic rounding to fp16 and fp8 (E4M3 / E5M2) follows the same rule on their grids: lo is |x|
+// truncated to the target grid, hi the next magnitude of the grid continued past the largest finite
+// value at the same spacing, frac = (|x| - lo) / (hi - lo), r = (word >> 8) * 2^-24, and the result is
+// hi if r < frac, lo otherwise (subnormal grids included: below the smallest normal the spacing is
+// that of the lowest normal binade). A result beyond the largest finite value is an overflow:
+//   fp16 -> +-Inf (like bf16 above and IEEE);
+//   fp8  -> what the round-to-nearest cast of reference/precision/fp8.h gives in the chosen mode:
+//           saturate -> +-max finite; non_saturating -> e4m3 NaN (S.1111.111), e5m2 +-Inf.
+// So a value between max and the next grid step (e4m3: (448, 480)) rounds to max with probability
+// 1 - frac and overflows with probability frac. +-Inf in: fp16 +-Inf; fp8 as the RNE cast (saturate ->
+// +-max). NaN in: the RNE cast's NaN (reference/precision/casts.h, reference/precision/fp8.h).
+// Zeros keep their sign; every value on the grid comes back exactly whatever the word.
+// The word of element `index` is stochastic_rounding_word(seed, tensor_id, index, step), as for bf16.
 #pragma once
 
 #include <cstdint>
+#include <span>
+
+#include "reference/precision/fp8_format.h"
 
 namespace gauge::reference::precision {
 
@@ -38,5 +55,18 @@ uint32_t stochastic_rounding_word(uint64_t seed, uint32_t tensor_id, uint64_t in
 // rounds an arbitrary real (the fp64 truth of a stored value) with one stochastic rounding.
 uint16_t f32_to_bf16_stochastic(float x, uint32_t word);
 uint16_t f64_to_bf16_stochastic(double x, uint32_t word);
+
+// fp16 and fp8 stochastic rounding of an fp32 value with a given word (rule above).
+uint16_t f32_to_f16_stochastic(float x, uint32_t word);
+uint8_t f32_to_fp8_stochastic(float x, uint32_t word, gauge::precision::Fp8Format format,
+                              gauge::precision::Fp8Overflow overflow);
+
+// A whole tensor: element i rounded with stochastic_rounding_word(seed, tensor_id, i, step). Spans of
+// equal length (std::invalid_argument otherwise).
+void stochastic_round_f32_to_f16(std::span<const float> in, std::span<uint16_t> out, uint64_t seed,
+                                 uint32_t tensor_id, uint64_t step);
+void stochastic_round_f32_to_fp8(std::span<const float> in, std::span<uint8_t> out, gauge::precision::Fp8Format format,
+                                 gauge::precision::Fp8Overflow overflow, uint64_t seed, uint32_t tensor_id,
+                                 uint64_t step);
 
 }  // namespace gauge::reference::precision
