@@ -17,4 +17,11 @@ class RuntimeFailure : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The device present cannot run this case at all (e.g. fp8 tensor cores before compute capability
+// 8.9): the record says so with status unsupported_device, and the conformance test skips.
+class DeviceUnsupported : public RuntimeFailure {
+ public:
+  using RuntimeFailure::RuntimeFailure;
+};
+
 }  // namespace gauge

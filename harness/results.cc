@@ -394,6 +394,7 @@ std::string_view status_name(RecordStatus s) {
     case RecordStatus::disagree: return "disagree";
     case RecordStatus::no_cuda_device: return "no_cuda_device";
     case RecordStatus::not_implemented: return "not_implemented";
+    case RecordStatus::unsupported_device: return "unsupported_device";
     case RecordStatus::error: return "error";
   }
   return "?";
@@ -401,7 +402,7 @@ std::string_view status_name(RecordStatus s) {
 
 std::optional<RecordStatus> parse_status(std::string_view s) {
   for (RecordStatus status : {RecordStatus::ok, RecordStatus::disagree, RecordStatus::no_cuda_device,
-                              RecordStatus::not_implemented, RecordStatus::error}) {
+                              RecordStatus::not_implemented, RecordStatus::unsupported_device, RecordStatus::error}) {
     if (status_name(status) == s) return status;
   }
   return std::nullopt;
@@ -510,7 +511,7 @@ Record record_from_json(const nlohmann::ordered_json& j) {
   r.impl = in.choice("impl", {"reference", "optimized"});
   r.device = in.string("device");
   if (!is_device_name(r.device)) field_error("device", "'" + r.device + "' is not \"cpu\", \"none\" or \"cuda:N\"");
-  r.status = *parse_status(in.choice("status", {"ok", "disagree", "no_cuda_device", "not_implemented", "error"}));
+  r.status = *parse_status(in.choice("status", {"ok", "disagree", "no_cuda_device", "not_implemented", "unsupported_device", "error"}));
   r.note = in.string("note");
   const Json& agreement = in.array("agreement");
   for (size_t i = 0; i < agreement.size(); ++i) {

@@ -26,6 +26,7 @@ enum class RecordStatus : uint8_t {
   disagree,        // optimized output disagreed: no speed is recorded
   no_cuda_device,  // the optimized side could not run here (reason in `note`)
   not_implemented, // the case has no optimized implementation in this build
+  unsupported_device,  // the device present cannot run the case (reason in `note`), e.g. fp8 on sm_80
   error,           // an exception while running (message in `note`)
 };
 std::string_view status_name(RecordStatus s);

@@ -221,6 +221,11 @@ PointOutcome Runner::evaluate_point(const CaseDecl& decl, const Point& point) {
   if (want_optimized) {
     try {
       outcome.optimized = run_optimized(decl, point, model, rule, inputs, reference);
+    } catch (const DeviceUnsupported& e) {
+      Record optimized = skeleton(decl, point, "optimized", "cuda:0");
+      optimized.status = RecordStatus::unsupported_device;
+      optimized.note = e.what();
+      outcome.optimized = optimized;
     } catch (const std::exception& e) {
       Record optimized = skeleton(decl, point, "optimized", "cuda:0");
       optimized.status = RecordStatus::error;

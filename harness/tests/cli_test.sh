@@ -108,7 +108,7 @@ PY
 # Conformance vectors of the real suites: export, reference outputs as the candidate pass, one
 # perturbed element fails and is named, bad input exits 2.
 # The casts, and the single-step AdamW point that the NumPy example reproduces too.
-vec_filter='^precision/|^optim/adamw_fp32/.*steps=1/'
+vec_filter='^precision/cast_(f32_to_narrow|narrow_to_f32)/|^optim/adamw_fp32/.*steps=1/'
 if "$gauge" vectors export --filter "$vec_filter" --out "$tmp/vec" >"$tmp/vec.out" 2>&1; then pass; else fail "vectors export"; cat "$tmp/vec.out"; fi
 grep -q '"operation": "optim/adamw_fp32"' "$tmp/vec/manifest.json" && grep -q '"beta2"' "$tmp/vec/manifest.json" && pass \
   || fail "the manifest carries the optimizer case and its hyper-parameters"

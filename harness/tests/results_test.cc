@@ -354,7 +354,7 @@ std::string read_results_error(const std::string& path) {
 // ---- Records --------------------------------------------------------------------------------------
 
 TEST(Results, StatusNamesRoundTrip) {
-  for (RecordStatus s : {RecordStatus::ok, RecordStatus::disagree, RecordStatus::no_cuda_device,
+  for (RecordStatus s : {RecordStatus::ok, RecordStatus::disagree, RecordStatus::no_cuda_device, RecordStatus::unsupported_device,
                          RecordStatus::not_implemented, RecordStatus::error}) {
     EXPECT_EQ(parse_status(status_name(s)), s);
   }
@@ -433,7 +433,7 @@ TEST(Results, RecordFromJsonNamesTheBadField) {
     nlohmann::ordered_json bad = j;
     bad["status"] = "fine";
     EXPECT_EQ(usage_error_of([&] { record_from_json(bad); }),
-              "field 'status': 'fine' is not one of ok|disagree|no_cuda_device|not_implemented|error");
+              "field 'status': 'fine' is not one of ok|disagree|no_cuda_device|not_implemented|unsupported_device|error");
   }
   {
     nlohmann::ordered_json bad = j;

@@ -86,7 +86,14 @@ struct Gemm {
     desc.reset(raw);
     set(raw, CUBLASLT_MATMUL_DESC_TRANSA, op_a, "set TRANSA");
     set(raw, CUBLASLT_MATMUL_DESC_TRANSB, op_b, "set TRANSB");
-    if (bias) set(raw, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS, "set EPILOGUE");
+    if (bias) {
+      set(raw, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS, "set EPILOGUE");
+      // The heuristic infers the bias alignment it may assume from this pointer's value (it never
+      // dereferences it); a null pointer would let it pick an algorithm that needs more than the 16
+      // bytes layers.h promises. forward() sets the real pointer before every matmul.
+      const void* promised_alignment = reinterpret_cast<const void*>(uintptr_t{kPointerAlignment});
+      set(raw, CUBLASLT_MATMUL_DESC_BIAS_POINTER, promised_alignment, "set BIAS_POINTER (alignment)");
+    }
     a = make_layout(a_type, a_rows, a_cols, a_rows);
     b = make_layout(b_type, b_rows, b_cols, b_rows);
     d = make_layout(d_type, d_rows, d_cols, d_rows);

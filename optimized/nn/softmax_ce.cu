@@ -29,7 +29,8 @@ struct MaxSum {
 
 __device__ __forceinline__ MaxSum merge(MaxSum a, MaxSum b) {
   const float m = fmaxf(a.max, b.max);
-  if (m == -INFINITY) return {m, 0.0f};  // both empty (or all -Inf logits)
+  // Both saw only -Inf (or nothing): their sums are 0, or NaN from a NaN logit, which must survive.
+  if (m == -INFINITY) return {m, a.sum + b.sum};
   return {m, a.sum * expf(a.max - m) + b.sum * expf(b.max - m)};
 }
 
@@ -59,9 +60,11 @@ __device__ __forceinline__ MaxSum row_max_sum(const T* row, int64_t classes) {
 #pragma unroll
     for (int k = 1; k < V; ++k) m = fmaxf(m, x[k]);
     const float new_max = fmaxf(acc.max, m);
-    float s = acc.max == -INFINITY ? 0.0f : acc.sum * expf(acc.max - new_max);
+    float s = acc.max == -INFINITY ? acc.sum : acc.sum * expf(acc.max - new_max);
+    // A -Inf logit adds exp(-Inf) = 0 even while the running max is still -Inf (exp(-Inf - -Inf)
+    // would be NaN and poison the row, as masked logits must not); NaN logits still propagate.
 #pragma unroll
-    for (int k = 0; k < V; ++k) s += expf(x[k] - new_max);
+    for (int k = 0; k < V; ++k) s += x[k] == -INFINITY ? 0.0f : expf(x[k] - new_max);
     acc = {new_max, s};
   }
   return acc;

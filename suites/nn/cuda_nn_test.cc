@@ -3,10 +3,12 @@
 // determinism (two runs, identical bits) of everything that reduces. Every test skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -184,6 +186,81 @@ TEST(CudaNn, LinearBiasGradientIsDeterministicAndSoftmaxTakesOneRow) {
   ref::softmax_cross_entropy_forward(1, 3, logits.view<float>(), labels.view<int32_t>(), expected);
   expect_close(d.down(loss), expected, 1e-6, 1e-6, "row loss");
   expect_close(d.down(mean), expected, 1e-6, 1e-6, "mean loss");
+#endif
+}
+
+// Masked logits (-Inf) are a normal input: a thread whose whole share of the row is -Inf must add
+// exp(-Inf) = 0, not exp(-Inf - -Inf) = NaN, to the row's log-sum-exp. A NaN logit, on the other
+// hand, must reach the loss whichever thread holds it. Both dtypes' vector and scalar paths.
+TEST(CudaNn, SoftmaxCrossEntropyTakesMaskedLogitsAndPropagatesNaN) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+  Device d;
+  for (const int64_t classes : {int64_t{1000}, int64_t{1001}}) {  // vector path, scalar path
+    SCOPED_TRACE(std::to_string(classes) + " classes");
+    const int64_t rows = 3;
+    HostTensor logits = uniform("logits", {rows, classes}, 5, -2, 2);
+    HostTensor labels("labels", DType::i32, {rows});
+    auto values = logits.view<float>();
+    // Row 0: only the first 8 classes are unmasked (threads 2.. of the block see nothing but -Inf).
+    for (int64_t c = 8; c < classes; ++c) values[static_cast<size_t>(c)] = -INFINITY;
+    // Row 1: NaN in the first 8 elements (thread 0's whole first vector), everything else finite.
+    for (int64_t c = 0; c < 8; ++c) values[static_cast<size_t>(classes + c)] = NAN;
+    // Row 2: -Inf everywhere but the last class, which holds the label.
+    for (int64_t c = 0; c + 1 < classes; ++c) values[static_cast<size_t>(2 * classes + c)] = -INFINITY;
+    labels.view<int32_t>()[0] = 3;
+    labels.view<int32_t>()[1] = 7;
+    labels.view<int32_t>()[2] = static_cast<int32_t>(classes - 1);
+    std::vector<float> expected(static_cast<size_t>(rows)), expected_grad(static_cast<size_t>(rows * classes));
+    ref::softmax_cross_entropy_forward(rows, classes, logits.view<float>(), labels.view<int32_t>(), expected);
+    ref::softmax_cross_entropy_backward(rows, classes, logits.view<float>(), labels.view<int32_t>(), 1.0f, expected_grad);
+    ASSERT_TRUE(std::isfinite(expected[0]) && std::isnan(expected[1]) && std::isfinite(expected[2]));
+
+    const DeviceTensor dl = d.up(logits), dlab = d.up(labels);
+    const DeviceTensor loss = d.out("loss", DType::f32, {rows}), grad = d.out("dlogits", DType::f32, {rows, classes});
+    opt::softmax_cross_entropy_forward(rows, classes, DType::f32, dl.ptr, static_cast<const int32_t*>(dlab.ptr),
+                                       static_cast<float*>(loss.ptr), nullptr, d.stream());
+    opt::softmax_cross_entropy_backward(rows, classes, DType::f32, dl.ptr, static_cast<const int32_t*>(dlab.ptr), 1.0f,
+                                        grad.ptr, d.stream());
+    const HostTensor got = d.down(loss), got_grad = d.down(grad);
+    const auto l = got.view<float>();
+    EXPECT_NEAR(l[0], expected[0], 1e-5 + 1e-5 * std::abs(expected[0]));
+    EXPECT_TRUE(std::isnan(l[1])) << l[1];
+    EXPECT_NEAR(l[2], expected[2], 1e-6);
+    const auto g = got_grad.view<float>();
+    for (int64_t r : {int64_t{0}, int64_t{2}}) {
+      for (int64_t c = 0; c < classes; ++c) {
+        const auto i = static_cast<size_t>(r * classes + c);
+        ASSERT_NEAR(g[i], expected_grad[i], 1e-6) << "dlogits[" << r << ", " << c << "]";
+      }
+    }
+    for (int64_t c = 0; c < classes; ++c) ASSERT_TRUE(std::isnan(g[static_cast<size_t>(classes + c)])) << c;
+  }
+#endif
+}
+
+// The bias epilogue with a bias that is only 16-byte aligned (the alignment layers.h promises; a slice
+// of a flat parameter buffer): the plan's algorithm must accept it, and y must match the reference.
+TEST(CudaNn, LinearForwardTakesASixteenByteAlignedBias) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+  Device d;
+  for (const ref::LinearShape s : {ref::LinearShape{64, 128, 96}, ref::LinearShape{5, 40, 36}}) {
+    SCOPED_TRACE(std::to_string(s.rows) + " x " + std::to_string(s.in) + " -> " + std::to_string(s.out));
+    const HostTensor x = uniform("x", {s.rows, s.in}, 1, -1, 1), w = uniform("w", {s.out, s.in}, 2, -1, 1);
+    // The bias lives 16 bytes into a buffer: aligned to 16 but not to 32 or more.
+    const HostTensor padded_bias = uniform("bias", {s.out + 4}, 3, -1, 1);
+    const std::span<const float> bias = padded_bias.view<float>().subspan(4, static_cast<size_t>(s.out));
+    std::vector<float> expected(static_cast<size_t>(s.rows * s.out));
+    ref::linear_forward(s, x.view<float>(), w.view<float>(), bias, expected);
+
+    const DeviceTensor dx = d.up(x), dw = d.up(w), db = d.up(padded_bias);
+    const DeviceTensor y = d.out("y", DType::f32, {s.rows, s.out});
+    opt::LinearPlan plan(d.session->blas_lt(), s, DType::f32, true);
+    void* ws = d.session->workspace(std::max<size_t>(plan.workspace_bytes(), 256));
+    plan.forward(dx.ptr, dw.ptr, static_cast<const float*>(db.ptr) + 4, y.ptr, ws, d.stream());
+    expect_close(d.down(y), expected, 1e-5, 1e-5, "y");
+  }
 #endif
 }
 

@@ -1,1 +1,3 @@
-# list(APPEND precision_cases ...), list(APPEND precision_tests ...) for this part
+# GEMM in every precision: one case per dtype configuration, and the GEMM tests.
+list(APPEND precision_cases gemm_cases.cc)
+list(APPEND precision_tests gemm_test.cc)

@@ -6,9 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <string>
@@ -184,6 +186,68 @@ TEST(Fp8ScalingBitCode, ScaleAndInverseEqualReference) {
   // The product: NaN passes through, the rest is the fp32 product.
   EXPECT_EQ(bits_of(opt::apply_scale(float_of(0xFFA00001u), 2.0f)), 0xFFA00001u);
   EXPECT_EQ(opt::apply_scale(3.0f, 0.5f), 1.5f);
+}
+
+// The kernels reduce amax as the integer maximum of |x| patterns over any partition of the tensor
+// (threads, blocks, partials) and decode it once; with NaN (any sign and payload), -0, Inf and
+// subnormals mixed in, that must be the reference's amax bit for bit, whatever the partition.
+TEST(Fp8ScalingBitCode, PatternMaximumOverAnyPartitionIsTheReferenceAmax) {
+  SplitMix64 rng(23);
+  const uint32_t specials[] = {0x80000000u, 0x00000000u, 0x00000001u, 0x807FFFFFu, 0x7F800000u, 0xFF800000u,
+                               0x7F800001u, 0xFFC00000u, 0xFFFFFFFFu, 0x7F7FFFFFu, 0xFF7FFFFFu};
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::vector<float> x(static_cast<size_t>(rng.next_u32() % 300));
+    for (float& v : x) {
+      const uint32_t pick = rng.next_u32() % 64;
+      // Mostly finite values, now and then a special one (trial 0 .. 99 without NaN / Inf).
+      v = pick < std::size(specials) && (trial >= 100 || pick < 4) ? float_of(specials[pick])
+                                                                 : float_of(rng.next_u32() & 0xC7FFFFFFu);
+    }
+    const uint32_t chunks = 1 + rng.next_u32() % 7;  // "blocks", each reduced separately, then combined
+    uint32_t largest = 0;
+    for (uint32_t c = 0; c < chunks; ++c) {
+      uint32_t partial = 0;
+      for (size_t i = c; i < x.size(); i += chunks) partial = std::max(partial, opt::magnitude_bits(x[i]));
+      largest = std::max(largest, partial);
+    }
+    ASSERT_EQ(bits_of(opt::amax_from_magnitude_bits(largest)), bits_of(ref::amax(x))) << "trial " << trial;
+  }
+}
+
+// The delayed kernel's history update and next scale, written as the kernel does it (new entry 0 is
+// this amax, entries 1.. shift down; next amax = max(amax, history[0 .. window-2]) or amax), against
+// the reference's AmaxHistory::record / amax.
+TEST(Fp8ScalingBitCode, DelayedHistoryUpdateEqualsReference) {
+  SplitMix64 rng(29);
+  for (const AmaxAlgorithm algorithm : {AmaxAlgorithm::max, AmaxAlgorithm::most_recent}) {
+    for (const int window : {1, 2, 3, 16, 1024}) {
+      std::vector<float> history(static_cast<size_t>(window));
+      for (float& h : history) h = rng.next_u32() % 5 == 0 ? 0.0f : rng.uniform(0.0f, 100.0f);
+      ref::AmaxHistory reference(history, algorithm);
+      for (int step = 0; step < 8; ++step) {
+        const float amax = step == 3 ? 0.0f : rng.uniform(0.0f, 120.0f);
+        const float scale =
+            opt::scale_from_amax(opt::amax_from_magnitude_bits(
+                                     algorithm == AmaxAlgorithm::most_recent
+                                         ? opt::magnitude_bits(history[0])
+                                         : opt::magnitude_bits(*std::max_element(history.begin(), history.end()))),
+                                 448.0f, 0.5f);
+        ASSERT_EQ(bits_of(scale), bits_of(ref::scale_from_amax(reference.amax(), Fp8Format::e4m3, 1)));
+        uint32_t next = opt::magnitude_bits(amax);
+        if (algorithm == AmaxAlgorithm::max) {
+          for (int t = 0; t + 1 < window; ++t) next = std::max(next, opt::magnitude_bits(history[static_cast<size_t>(t)]));
+        }
+        std::vector<float> updated(history.size());
+        for (size_t t = 0; t < updated.size(); ++t) updated[t] = t == 0 ? amax : history[t - 1];
+        reference.record(amax);
+        ASSERT_EQ(std::vector<float>(reference.entries().begin(), reference.entries().end()), updated);
+        ASSERT_EQ(bits_of(opt::scale_from_amax(opt::amax_from_magnitude_bits(next), 448.0f, 0.5f)),
+                  bits_of(ref::scale_from_amax(reference.amax(), Fp8Format::e4m3, 1)))
+            << "window " << window << " step " << step;
+        history = updated;
+      }
+    }
+  }
 }
 
 // ---- CUDA: the fused kernels against the reference -------------------------------------------------------

@@ -1,1 +1,5 @@
-# list(APPEND precision_cases ...), list(APPEND precision_tests ...) for this part
+# Mixed-precision training: the unscale case and the recipe cases, the loss scaler's state machine,
+# the unscale launch arithmetic and the CUDA unscale / update kernels (skipped without a GPU), and the
+# MLP recipes (loss curves, fp16 underflow, bytes per parameter).
+list(APPEND precision_cases training_cases.cc)
+list(APPEND precision_tests loss_scaler_test.cc mlp_recipes_test.cc)
