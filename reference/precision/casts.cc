@@ -8,6 +8,7 @@
 // ask for. Bits are touched only to encode the final fields and to carry NaN payloads (which have no
 // numeric value to compute with).
 #include "reference/precision/casts.h"
+#include "reference/precision/rounding_mode.h"
 
 #include <algorithm>
 #include <bit>
@@ -65,24 +66,6 @@ constexpr uint32_t kF32ExponentAllOnes = 0x7F800000u;
 constexpr uint32_t kF32QuietBit = 0x00400000u;
 constexpr uint32_t kF32MantissaMask = 0x007FFFFFu;
 
-// std::nearbyint rounds in the current rounding mode; the contract is ties-to-even, so make sure the
-// mode is FE_TONEAREST for the duration of a conversion, and put back whatever the caller had.
-class RoundToNearestScope {
- public:
-  RoundToNearestScope() : saved_(std::fegetround()) {
-    if (saved_ != FE_TONEAREST && std::fesetround(FE_TONEAREST) != 0) {
-      throw std::runtime_error("reference casts: cannot select FE_TONEAREST rounding");
-    }
-  }
-  ~RoundToNearestScope() {
-    if (saved_ != FE_TONEAREST) std::fesetround(saved_);
-  }
-  RoundToNearestScope(const RoundToNearestScope&) = delete;
-  RoundToNearestScope& operator=(const RoundToNearestScope&) = delete;
-
- private:
-  int saved_;
-};
 
 // fp32 -> narrow; the caller guarantees FE_TONEAREST.
 uint16_t encode(float x, const NarrowFormat& f) {
@@ -179,12 +162,12 @@ void check_sizes(const char* what, size_t in, size_t out) {
 }  // namespace
 
 uint16_t f32_to_bf16(float x) {
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference casts");
   return encode(x, kBf16);
 }
 
 uint16_t f32_to_f16(float x) {
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference casts");
   return encode(x, kF16);
 }
 
@@ -193,13 +176,13 @@ float f16_to_f32(uint16_t bits) { return decode(bits, kF16); }
 
 void cast_f32_to_bf16(std::span<const float> in, std::span<uint16_t> out) {
   check_sizes("cast_f32_to_bf16", in.size(), out.size());
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference casts");
   for (size_t i = 0; i < in.size(); ++i) out[i] = encode(in[i], kBf16);
 }
 
 void cast_f32_to_f16(std::span<const float> in, std::span<uint16_t> out) {
   check_sizes("cast_f32_to_f16", in.size(), out.size());
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference casts");
   for (size_t i = 0; i < in.size(); ++i) out[i] = encode(in[i], kF16);
 }
 

@@ -4,6 +4,7 @@
 // Bits are touched only to encode the final fields and to carry NaN payloads. None of the optimized
 // side's bit arithmetic is used (or copied) here.
 #include "reference/precision/fp8.h"
+#include "reference/precision/rounding_mode.h"
 
 #include <algorithm>
 #include <bit>
@@ -44,22 +45,6 @@ const Grid& grid_of(Fp8Format format) { return format == Fp8Format::e4m3 ? kE4m3
 
 constexpr uint32_t kF32QuietBit = 0x00400000u;
 
-class RoundToNearestScope {
- public:
-  RoundToNearestScope() : saved_(std::fegetround()) {
-    if (saved_ != FE_TONEAREST && std::fesetround(FE_TONEAREST) != 0) {
-      throw std::runtime_error("reference fp8 casts: cannot select FE_TONEAREST rounding");
-    }
-  }
-  ~RoundToNearestScope() {
-    if (saved_ != FE_TONEAREST) std::fesetround(saved_);
-  }
-  RoundToNearestScope(const RoundToNearestScope&) = delete;
-  RoundToNearestScope& operator=(const RoundToNearestScope&) = delete;
-
- private:
-  int saved_;
-};
 
 // |x| rounded to the nearest value of `g`'s grid, ties to even, with the grid continued past the
 // largest finite value at the same spacing (so the caller sees overflow as "rounded > max_finite").
@@ -153,20 +138,20 @@ void check_sizes(const char* what, size_t in, size_t out) {
 double fp8_max_finite(Fp8Format format) { return grid_of(format).max_finite; }
 
 uint8_t f32_to_fp8(float x, Fp8Format format, Fp8Overflow overflow) {
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference fp8 casts");
   return encode_fp8(x, format, overflow);
 }
 
 float fp8_to_f32(uint8_t bits, Fp8Format format) { return decode_fp8(bits, format); }
 
 float f32_to_tf32(float x) {
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference fp8 casts");
   return round_tf32(x);
 }
 
 void cast_f32_to_fp8(std::span<const float> in, std::span<uint8_t> out, Fp8Format format, Fp8Overflow overflow) {
   check_sizes("cast_f32_to_fp8", in.size(), out.size());
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference fp8 casts");
   for (size_t i = 0; i < in.size(); ++i) out[i] = encode_fp8(in[i], format, overflow);
 }
 
@@ -177,7 +162,7 @@ void cast_fp8_to_f32(std::span<const uint8_t> in, std::span<float> out, Fp8Forma
 
 void cast_f32_to_tf32(std::span<const float> in, std::span<float> out) {
   check_sizes("cast_f32_to_tf32", in.size(), out.size());
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference fp8 casts");
   for (size_t i = 0; i < in.size(); ++i) out[i] = round_tf32(in[i]);
 }
 

@@ -4,6 +4,7 @@
 // (double has more than 2 * 24 + 2 bits, so the double rounding is innocuous; the products are even
 // exact in double). That is what the device computes with its own correctly rounded fp32 operations.
 #include "reference/precision/scaling.h"
+#include "reference/precision/rounding_mode.h"
 
 #include <algorithm>
 #include <bit>
@@ -38,22 +39,6 @@ void check_scale(float scale, const char* what) {
 
 // The fp32 roundings below (double -> float) follow the rounding mode: make it to-nearest, and put
 // back whatever the caller had.
-class RoundToNearestScope {
- public:
-  RoundToNearestScope() : saved_(std::fegetround()) {
-    if (saved_ != FE_TONEAREST && std::fesetround(FE_TONEAREST) != 0) {
-      throw std::runtime_error("reference fp8 scaling: cannot select FE_TONEAREST rounding");
-    }
-  }
-  ~RoundToNearestScope() {
-    if (saved_ != FE_TONEAREST) std::fesetround(saved_);
-  }
-  RoundToNearestScope(const RoundToNearestScope&) = delete;
-  RoundToNearestScope& operator=(const RoundToNearestScope&) = delete;
-
- private:
-  int saved_;
-};
 
 }  // namespace
 
@@ -76,7 +61,7 @@ float scale_from_amax(float amax_value, Fp8Format format, int margin) {
                      " (does the tensor hold NaN or Inf?)");
   }
   if (amax_value == 0.0f) return 1.0f;
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference fp8 scaling");
   float quotient = static_cast<float>(fp8_max_finite(format) / static_cast<double>(amax_value));
   if (std::isinf(quotient)) quotient = std::numeric_limits<float>::max();
   return static_cast<float>(static_cast<double>(quotient) * std::ldexp(1.0, -margin));
@@ -84,7 +69,7 @@ float scale_from_amax(float amax_value, Fp8Format format, int margin) {
 
 float scale_inverse(float scale) {
   check_scale(scale, "fp8 scale_inv");
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference fp8 scaling");
   return static_cast<float>(1.0 / static_cast<double>(scale));
 }
 
@@ -94,7 +79,7 @@ void scaled_cast(std::span<const float> x, float scale, Fp8Format format, Fp8Ove
     throw std::invalid_argument("fp8 scaled cast: input has " + std::to_string(x.size()) + " elements, output " +
                                 std::to_string(y.size()));
   }
-  const RoundToNearestScope nearest;
+  const RoundToNearestScope nearest("reference fp8 scaling");
   for (size_t i = 0; i < x.size(); ++i) {
     const float scaled =
         std::isnan(x[i]) ? x[i] : static_cast<float>(static_cast<double>(x[i]) * static_cast<double>(scale));

@@ -5,6 +5,7 @@
 // and fp32 -> narrow against a nearest-value search over the sorted list of every finite narrow
 // value. The optimized CUDA casts are then bit-compared with the reference (skipped without a GPU).
 // Every failure prints the input bits, the expected bits and the actual bits.
+#include "suites/precision/bit_mismatches.h"
 #include "reference/precision/casts.h"
 
 #include <gtest/gtest.h>
@@ -40,45 +41,11 @@ namespace ref = gauge::reference::precision;
 
 // ---- Float bits (the test's own, shared with nobody) ---------------------------------------------
 
-uint32_t bits_of(float x) { return std::bit_cast<uint32_t>(x); }
-float float_of(uint32_t bits) { return std::bit_cast<float>(bits); }
-
-std::string hex(uint32_t value, int digits) {
-  char text[16];
-  std::snprintf(text, sizeof text, "0x%0*" PRIX32, digits, value);
-  return text;
-}
-
-// "0x477FF000 (65520)"
-std::string describe_f32(uint32_t bits) {
-  char value[40];
-  std::snprintf(value, sizeof value, " (%.9g)", static_cast<double>(float_of(bits)));
-  return hex(bits, 8) + value;
-}
-
-// Collects mismatches; reports the count and the first few, each with input / expected / actual bits.
-class Mismatches {
- public:
-  explicit Mismatches(std::string what) : what_(std::move(what)) {}
-
-  void add(const std::string& input, uint32_t expected, uint32_t actual, int digits) {
-    if (count_++ < kShown) {
-      lines_ += "\n  in=" + input + " expected=" + hex(expected, digits) + " actual=" + hex(actual, digits);
-    }
-  }
-  int64_t count() const { return count_; }
-  std::string text() const {
-    return what_ + ": " + std::to_string(count_) + " mismatches" + (count_ > kShown ? " (first shown)" : "") + lines_;
-  }
-
- private:
-  static constexpr int64_t kShown = 20;
-  std::string what_;
-  std::string lines_;
-  int64_t count_ = 0;
-};
-
-#define EXPECT_NO_MISMATCHES(m) EXPECT_EQ((m).count(), 0) << (m).text()
+using gauge::test_support::bits_of;
+using gauge::test_support::describe_f32;
+using gauge::test_support::float_of;
+using gauge::test_support::hex;
+using gauge::test_support::Mismatches;
 
 using gauge::test_support::SplitMix64;
 

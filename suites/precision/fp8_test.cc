@@ -9,6 +9,7 @@
 // (optimized/precision/fp8.cuh) is then compared with the reference on the same inputs, and the CUDA
 // kernels bit for bit with the reference on ragged sizes and misaligned pointers (skipped without a
 // GPU). Every failure prints the input bits, the expected bits and the actual bits.
+#include "suites/precision/bit_mismatches.h"
 #include "reference/precision/fp8.h"
 
 #include <gtest/gtest.h>
@@ -48,42 +49,11 @@ using gauge::precision::Fp8Format;
 using gauge::precision::Fp8Overflow;
 using gauge::test_support::SplitMix64;
 
-uint32_t bits_of(float x) { return std::bit_cast<uint32_t>(x); }
-float float_of(uint32_t bits) { return std::bit_cast<float>(bits); }
-
-std::string hex(uint32_t value, int digits) {
-  char text[16];
-  std::snprintf(text, sizeof text, "0x%0*" PRIX32, digits, value);
-  return text;
-}
-
-std::string describe_f32(uint32_t bits) {
-  char value[40];
-  std::snprintf(value, sizeof value, " (%.9g)", static_cast<double>(float_of(bits)));
-  return hex(bits, 8) + value;
-}
-
-class Mismatches {
- public:
-  explicit Mismatches(std::string what) : what_(std::move(what)) {}
-  void add(const std::string& input, uint32_t expected, uint32_t actual, int digits) {
-    if (count_++ < kShown) {
-      lines_ += "\n  in=" + input + " expected=" + hex(expected, digits) + " actual=" + hex(actual, digits);
-    }
-  }
-  int64_t count() const { return count_; }
-  std::string text() const {
-    return what_ + ": " + std::to_string(count_) + " mismatches" + (count_ > kShown ? " (first shown)" : "") + lines_;
-  }
-
- private:
-  static constexpr int64_t kShown = 20;
-  std::string what_;
-  std::string lines_;
-  int64_t count_ = 0;
-};
-
-#define EXPECT_NO_MISMATCHES(m) EXPECT_EQ((m).count(), 0) << (m).text()
+using gauge::test_support::bits_of;
+using gauge::test_support::describe_f32;
+using gauge::test_support::float_of;
+using gauge::test_support::hex;
+using gauge::test_support::Mismatches;
 
 // ---- The formats as this test sees them (its own facts, from the OCP spec) ---------------------------
 
