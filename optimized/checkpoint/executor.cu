@@ -24,7 +24,7 @@ void check(cudaError_t status, const char* what) {
 cudaStream_t as_cuda(StreamHandle s) { return reinterpret_cast<cudaStream_t>(s); }
 
 // Residual add: 12 bytes per element moved, no reuse: memory-bound, a few microseconds at most for
-// these activations. 16-byte vectors when n is a multiple of 4 (the pointers are 16-byte aligned),
+// these activations. 16-byte vectors when n is a multiple of 4 and all three pointers are 16-byte aligned,
 // grid-stride so any n works with a fixed grid.
 __global__ void residual_add_vec4(int64_t n4, const float4* a, const float4* b, float4* out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n4;
@@ -94,7 +94,9 @@ struct HostClass {
 
 void residual_add(int64_t n, const float* a, const float* b, float* out, StreamHandle stream) {
   if (n <= 0) return;
-  if (n % 4 == 0) {
+  // float4 accesses fault on an address that is not 16-byte aligned, whatever n is.
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (n % 4 == 0 && aligned16(a) && aligned16(b) && aligned16(out)) {
     residual_add_vec4<<<grid_for(n / 4), kThreads, 0, as_cuda(stream)>>>(n / 4, reinterpret_cast<const float4*>(a),
                                                                            reinterpret_cast<const float4*>(b),
                                                                            reinterpret_cast<float4*>(out));
@@ -122,6 +124,8 @@ struct ChainExecutor::Impl {
   bool offloads = false;
 
   ~Impl() {
+    // Copies still in flight read or write the pinned far memory freed below.
+    if (copy) (void)cudaStreamSynchronize(copy);
     for (auto* list : {&forward_done, &offload_done, &prefetch_done, &targets_free}) {
       for (cudaEvent_t e : *list) cudaEventDestroy(e);
     }

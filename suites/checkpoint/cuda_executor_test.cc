@@ -115,6 +115,39 @@ TEST_P(CudaEveryBlock, OffloadOverheadAndDevicePeak) {
 #endif
 }
 
+// The residual add takes the vector path only when n % 4 == 0 and every pointer is 16-byte aligned:
+// pointers one float off the allocation's alignment (n a multiple of 4 or not) must take the scalar
+// path, and both paths must give the one fp32 addition of the reference.
+TEST(CudaResidualAdd, AnyAlignmentAndLengthGivesTheOneFp32Sum) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+  auto session = gpu::Session::open();
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{64}, int64_t{1001}, int64_t{4096}}) {
+    for (int64_t offset : {int64_t{0}, int64_t{1}}) {
+      session->begin_case();
+      const Shape shape{n + 1};
+      HostTensor a("a", DType::f32, shape), b("b", DType::f32, shape);
+      for (int64_t j = 0; j <= n; ++j) {
+        a.view<float>()[static_cast<size_t>(j)] = 1.0f + 0.1f * static_cast<float>(j);
+        b.view<float>()[static_cast<size_t>(j)] = 3.0f / static_cast<float>(j + 1);
+      }
+      const DeviceTensor da = session->upload(a), db = session->upload(b);
+      const DeviceTensor dout = session->allocate_poisoned("out", DType::f32, shape);
+      optimized::checkpoint::residual_add(n, static_cast<const float*>(da.ptr) + offset,
+                                          static_cast<const float*>(db.ptr) + offset,
+                                          static_cast<float*>(dout.ptr) + offset, session->stream());
+      session->synchronize();
+      const HostTensor out = session->download(dout);
+      for (int64_t j = offset; j < offset + n; ++j) {
+        const auto u = static_cast<size_t>(j);
+        ASSERT_EQ(out.view<float>()[u], a.view<float>()[u] + b.view<float>()[u]) << "n=" << n << " offset=" << offset
+                                                                                    << " j=" << j;
+      }
+    }
+  }
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(Blocks, CudaEveryBlock, testing::Values(BlockKind::linear, BlockKind::residual_mlp),
                          [](const testing::TestParamInfo<BlockKind>& param_info) {
                            return param_info.param == BlockKind::linear ? std::string("linear")
