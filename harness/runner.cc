@@ -270,13 +270,24 @@ std::vector<Record> Runner::run(const std::vector<Selection>& selection, std::os
 }
 
 namespace {
-// "forward_evaluations=528 (528), peak_slots=4 (4)"
+// Whole numbers (counts, bytes) in full, others with 6 significant digits.
+std::string format_counter_value(double v) {
+  std::ostringstream s;
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) {
+    s << static_cast<int64_t>(v);
+  } else {
+    s << std::setprecision(6) << v;
+  }
+  return s.str();
+}
+
+// "forward_evaluations=528 (528), activation_peak_bytes=1052672 (1052672)"
 std::string format_counters(const std::vector<CounterRecord>& counters) {
   std::ostringstream s;
   for (size_t i = 0; i < counters.size(); ++i) {
     if (i > 0) s << ", ";
-    s << counters[i].name << "=" << std::setprecision(6) << counters[i].measured;
-    if (counters[i].predicted) s << " (" << std::setprecision(6) << *counters[i].predicted << ")";
+    s << counters[i].name << "=" << format_counter_value(counters[i].measured);
+    if (counters[i].predicted) s << " (" << format_counter_value(*counters[i].predicted) << ")";
   }
   return s.str();
 }

@@ -1,0 +1,69 @@
+// The mixed-precision MLP recipes of reference/precision/mlp_recipes.h on the GPU, built from the
+// optimized building blocks: cuBLASLt linears and fused pointwise / loss kernels (optimized/nn), the
+// casts that make compute copies of fp32 master weights (casts.h), the fused unscale + Inf/NaN check
+// and device-side scale update (loss_scale.h) and the fused multi-tensor Adam (optimized/optim). A
+// whole training run is enqueued on one stream with no host synchronization: every step's loss,
+// the loss scale and the skip decision stay on the device.
+//
+// Per step (D = the recipe's compute format; fp32 for the fp32 recipe):
+//   x -> D; z1 = fc1(x) (D), a1 = gelu(z1) (D), z2, a2, logits likewise; loss[t] = mean CE (fp32);
+//   dlogits = (softmax - onehot) * loss_weight * scale / batch stored in D; backward through the
+//   layers (dx in D, dW / db fp32 from cuBLASLt and the column sums), then the gradients are stored
+//   in D (the recipe's stored gradients, where fp16 underflows or overflows).
+//   fp32          Adam fp32 on the weights.
+//   bf16_master   Adam bf16_master (fp32 master, bf16 copy rewritten by the step).
+//   f16_scaled    fp16 gradients widened (exact) to fp32, unscaled there (UnscalePlan: fp32(g / scale)
+//                 is never rounded to fp16, as the reference's fused read), found_inf raised; Adam fp32
+//                 on the master skips the step on Inf/NaN; fp16 weights = RNE(master); scale update.
+//   f16_unscaled  as f16_scaled with scale 1, no unscale and non-finite gradients not skipped.
+//   bf16_pure     Adam bf16_stochastic on bf16 weights and states (stochastic rounding keyed by the
+//                 task seed; the key layout is the optimizer's, not the reference recipe's, so the
+//                 curves agree statistically, not bit for bit).
+// Known difference from the reference: a skipped fp16 step still advances Adam's step number here
+// (StepPlan takes the step number from the host, which cannot see found_inf without a sync), so after
+// k skipped steps the bias corrections use t instead of t - k. Skips only occur while the initial
+// scale backs off, so this moves the lr / (1 - beta1^t) factor of the first few steps only.
+//
+// The task data (teacher labels of every step's batch, initial weights) are drawn on the host from
+// the same Philox streams as the reference (harness/inputs.h) when the runner is built and uploaded
+// once; run() only enqueues device work.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "harness/stream.h"
+#include "reference/precision/mlp_recipes.h"  // the plain MlpTask and Recipe types only
+
+struct cublasLtContext;
+
+namespace gauge::optimized::precision {
+
+class MlpRecipeRunner {
+ public:
+  using Allocator = std::function<void*(size_t bytes)>;
+
+  // Validates the task (UsageError), builds the plans and takes every buffer from `allocate` (a few
+  // hundred KB plus the batches: steps * batch * (inputs + 1) * 4 bytes), and enqueues the upload of
+  // the task data on `stream`. Host buffers passed to the copies are kept by the runner.
+  MlpRecipeRunner(cublasLtContext* blas, const gauge::reference::precision::MlpTask& task,
+                  gauge::reference::precision::Recipe recipe, const Allocator& allocate, StreamHandle stream);
+  ~MlpRecipeRunner();
+  MlpRecipeRunner(const MlpRecipeRunner&) = delete;
+  MlpRecipeRunner& operator=(const MlpRecipeRunner&) = delete;
+
+  // Resets the training state to the initial weights and runs task.steps steps; losses_f64 (device,
+  // task.steps doubles) receives each step's unweighted mean cross-entropy. Enqueue only.
+  void run(double* losses_f64, StreamHandle stream) const;
+
+  // The per-step fp32 losses of the last run (device, task.steps floats).
+  const float* losses_f32() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gauge::optimized::precision

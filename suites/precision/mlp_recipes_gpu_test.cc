@@ -1,0 +1,84 @@
+// The GPU mixed-precision MLP recipes (optimized/precision/mlp_recipes.h) against the reference: the
+// fp32 recipe's 40-step device curve within the case's tolerance rule of the reference fp32 curve, and
+// the loss falling in the fp32 and bf16_master recipes. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/case.h"
+#include "harness/gpu.h"
+#include "harness/inputs.h"
+#include "reference/precision/mlp_recipes.h"
+
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+#include "harness/tensor.h"
+#include "optimized/precision/mlp_recipes.h"
+#endif
+
+namespace gauge::suites::precision {
+namespace {
+
+namespace ref = gauge::reference::precision;
+using ref::Recipe;
+
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+std::vector<double> device_curve(gpu::Session& session, const ref::MlpTask& task, Recipe recipe) {
+  optimized::precision::MlpRecipeRunner runner(
+      session.blas_lt(), task, recipe, [&session](size_t bytes) { return session.workspace(bytes); }, session.stream());
+  const DeviceTensor curve = session.allocate_poisoned("loss", DType::f64, {task.steps});
+  runner.run(static_cast<double*>(curve.ptr), session.stream());
+  session.synchronize();
+  const HostTensor host = session.download(curve);
+  const auto values = host.view<double>();
+  return std::vector<double>(values.begin(), values.end());
+}
+
+double window_mean(const std::vector<double>& curve, size_t first, size_t count) {
+  double sum = 0.0;
+  for (size_t t = first; t < first + count; ++t) sum += curve[t];
+  return sum / static_cast<double>(count);
+}
+#endif
+
+TEST(MlpRecipesGpu, Fp32CurveWithinTheCaseRuleAndLossesFall) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+  const CaseDecl* decl = find_case("precision/mlp_recipe_training");
+  ASSERT_NE(decl, nullptr);
+  const Point* fp32_point = nullptr;
+  for (const Point& p : decl->points) {
+    if (p.dim("recipe") == static_cast<int64_t>(Recipe::fp32) && p.dim("loss_weight_log2") == 0 && p.dim("steps") == 40) {
+      fp32_point = &p;
+    }
+  }
+  ASSERT_NE(fp32_point, nullptr);
+  const ToleranceRule rule = decl->tolerance(*fp32_point);
+  ASSERT_EQ(rule.kind, ToleranceRule::Kind::faithful);
+
+  ref::MlpTask task;
+  task.steps = 40;
+  task.seed = inputs::kDefaultSeed;
+  const ref::RecipeRun reference = ref::train(task, Recipe::fp32);
+
+  std::unique_ptr<gpu::Session> session = gpu::Session::open();
+  session->begin_case();
+  const std::vector<double> fp32 = device_curve(*session, task, Recipe::fp32);
+  ASSERT_EQ(fp32.size(), reference.losses.size());
+  // The fp32 point's faithful reference is the truth itself, so the rule is |gpu - truth| <= atol.
+  for (size_t t = 0; t < fp32.size(); ++t) {
+    EXPECT_LE(std::abs(fp32[t] - reference.losses[t]), rule.atol) << "step " << t;
+  }
+  EXPECT_LT(window_mean(fp32, 20, 20), window_mean(fp32, 0, 20)) << "fp32: the loss does not fall";
+
+  const std::vector<double> bf16 = device_curve(*session, task, Recipe::bf16_master);
+  ASSERT_EQ(bf16.size(), reference.losses.size());
+  EXPECT_LT(window_mean(bf16, 20, 20), window_mean(bf16, 0, 20)) << "bf16_master: the loss does not fall";
+  for (double loss : bf16) EXPECT_TRUE(std::isfinite(loss));
+#endif
+}
+
+}  // namespace
+}  // namespace gauge::suites::precision
