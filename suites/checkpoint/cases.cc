@@ -140,7 +140,7 @@ bool declare(Policy policy, BlockKind kind) {
                      {"rows", L.rows},
                      {"width", L.width},
                      {"hidden", L.hidden},
-                     {"activation", std::string("gelu_tanh")},
+                     {"activation", std::string(L.activation == 0 ? "relu" : "gelu_tanh")},
                      {"dropout", static_cast<double>(L.dropout)},
                      {"dropout_seed", static_cast<int64_t>(L.seed)},
                      {"rmsnorm_eps", static_cast<double>(L.eps)},

@@ -18,13 +18,14 @@ using gauge::checkpoint::BlockLayout;
 
 inline constexpr uint64_t kDropoutSeed = 0x636b7074ull;  // "ckpt"
 
-// linear: batch 8 x width 64, GELU (tanh), dropout 0.1.
+// linear: batch 8 x width 64, ReLU, dropout 0.1 (ReLU keeps He-initialized activations at their scale
+// through any depth; GELU would make them vanish).
 // residual_mlp: batch 8 x width 32, hidden 64, GELU (tanh), dropout 0.1.
 // Small on purpose: the CPU reference of recompute-all at n = 256 evaluates 32,896 block forwards.
 BlockLayout case_layout(BlockKind kind);
 
 // x [rows, width] ~ N(0, 1); dy [rows, width] ~ N(0, 1); params [n, param_count]: weights
-// U(-a, a) with a = sqrt(6 (1 - p) / fan_in) for the linear block (variance-preserving through GELU and
+// U(-a, a) with a = sqrt(6 (1 - p) / fan_in) for the linear block (variance-preserving through ReLU and
 // dropout) and a = 1 / sqrt(fan_in) in the MLP, biases U(-0.1, 0.1), gamma 1 + U(-0.1, 0.1), padding 0.
 std::vector<HostTensor> chain_inputs(const BlockLayout& layout, int64_t blocks, uint64_t seed);
 
@@ -49,7 +50,7 @@ int64_t reference_layer_scratch_bytes(const BlockLayout& layout);
 //   residual_mlp: forward: norm statistics over width, fc1 dot over width, fc2 dot over hidden;
 //                 backward: fc2 dx dot over width, fc1 dx dot over hidden, norm backward's row sums over
 //                 width; dW2/db2, dW1/db1, dgamma sums over rows
-//   pointwise (both): GELU-tanh forward 64 u (the ULP rule of suites/nn: expf's 2 ulp plus the argument's
+//   pointwise: ReLU exact (linear); GELU-tanh (residual_mlp) forward 64 u (the ULP rule of suites/nn: expf's 2 ulp plus the argument's
 //                 roundings amplified by exp) and its derivative, counted at the same 64 u (near the
 //                 derivative's zeros its error is absolute: the atol below covers it); dropout's scale,
 //                 forward and back (1 u each); the residual add, forward and back (1 u each) and rsqrtf
@@ -59,9 +60,9 @@ int64_t reference_layer_scratch_bytes(const BlockLayout& layout);
 //
 // magnitude (atol = rtol x magnitude): the typical size of sum |terms| of the dots whose roundings the
 // depth counts (tolerance.h), from chain_inputs' initialization: x, dy ~ N(0, 1) (E|v| <= 1), a linear
-// block's weights bounded by a = sqrt(6 (1 - p) / w). In the linear chain values do not grow with depth
-// (GELU halves small inputs: activations shrink towards the bias scale and dx vanishes towards the
-// first blocks, as the printout of the test below shows), so the first block's sizes bound the rest:
+// block's weights bounded by a = sqrt(6 (1 - p) / w). In the linear chain He initialization through
+// ReLU and inverted dropout keeps the activations' variance, in expectation, from block to block (the
+// test below prints RMS and max per n), so the first block's sizes bound the rest:
 //   linear: max(width x a (forward dot, backward dx dot), rows x 1 x 1 (dW: a sum over the batch)).
 // residual_mlp: the residual stream grows: each block adds a branch of variance E[d^2] / 3 <= 1/3
 // (W2 ~ U(+-1/sqrt(e)): e x E[d^2] / (3 e)), so RMS(x_n) <= sqrt(1 + n / 3); the branch's dots see the
