@@ -27,6 +27,7 @@
 #include "harness/error.h"
 #include "optimized/precision/cast_launch.h"
 #include "optimized/precision/casts.h"
+#include "optimized/precision/launch_support.cuh"
 
 namespace gauge::optimized::precision {
 namespace {
@@ -162,30 +163,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 // ---- Launch ---------------------------------------------------------------------------------------
 
-[[noreturn]] void fail(const char* what, const std::string& detail) {
-  throw RuntimeFailure(std::string(what) + ": " + detail);
-}
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) fail(what, cudaGetErrorString(status));
-}
-
-// The SM count of the current device, read once per device (the attribute query is not free when
-// launches are timed back to back).
-int sm_count_of_current_device(const char* what) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cached[kMaxDevices];
-  int device = 0;
-  check(cudaGetDevice(&device), what);
-  if (device >= 0 && device < kMaxDevices) {
-    const int known = cached[device].load(std::memory_order_relaxed);
-    if (known > 0) return known;
-  }
-  int sm_count = 0;
-  check(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), what);
-  if (device >= 0 && device < kMaxDevices) cached[device].store(sm_count, std::memory_order_relaxed);
-  return sm_count;
-}
+using launch_support::check;
+using launch_support::fail;
+using launch_support::sm_count_of_current_device;
 
 template <class Cast>
 void launch_cast(const typename Cast::In* in, typename Cast::Out* out, int64_t n, StreamHandle stream,

@@ -18,7 +18,7 @@
 #include <cuda_runtime.h>
 
 #include "optimized/precision/fp8.cuh"
-#include "optimized/precision/fp8_kernel_support.cuh"
+#include "optimized/precision/launch_support.cuh"
 #include "optimized/precision/fp8_launch.h"
 
 namespace gauge::optimized::precision {
@@ -115,9 +115,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 template <class Kernel, class In, class Out>
 void launch(Kernel kernel, const In* in, Out* out, const Split& split, StreamHandle stream, const char* what) {
   if (split.scalar_count() + split.vectors == 0) return;
-  const int blocks = fp8_launch::grid_blocks(split, fp8_support::sm_count_of_current_device(what));
+  const int blocks = fp8_launch::grid_blocks(split, launch_support::sm_count_of_current_device(what));
   kernel<<<blocks, kThreadsPerBlock, 0, stream>>>(in, out, split);
-  fp8_support::check(cudaGetLastError(), what);
+  launch_support::check(cudaGetLastError(), what);
 }
 
 }  // namespace
@@ -125,7 +125,7 @@ void launch(Kernel kernel, const In* in, Out* out, const Split& split, StreamHan
 void cast_f32_to_fp8(const float* in, uint8_t* out, int64_t n, Fp8Format format, Fp8Overflow overflow,
                      StreamHandle stream) {
   constexpr const char* what = "cast_f32_to_fp8";
-  const Split split = fp8_support::checked_split(what, in, 4, out, 1, n, kFp8ElementsPerVector);
+  const Split split = launch_support::checked_split(what, in, 4, out, 1, n, kFp8ElementsPerVector);
   const bool saturate = overflow == Fp8Overflow::saturate;
   if (format == Fp8Format::e4m3) {
     launch(saturate ? f32_to_fp8_kernel<Fp8Format::e4m3, true> : f32_to_fp8_kernel<Fp8Format::e4m3, false>, in, out,
@@ -138,14 +138,14 @@ void cast_f32_to_fp8(const float* in, uint8_t* out, int64_t n, Fp8Format format,
 
 void cast_fp8_to_f32(const uint8_t* in, float* out, int64_t n, Fp8Format format, StreamHandle stream) {
   constexpr const char* what = "cast_fp8_to_f32";
-  const Split split = fp8_support::checked_split(what, in, 1, out, 4, n, kFp8ElementsPerVector);
+  const Split split = launch_support::checked_split(what, in, 1, out, 4, n, kFp8ElementsPerVector);
   launch(format == Fp8Format::e4m3 ? fp8_to_f32_kernel<Fp8Format::e4m3> : fp8_to_f32_kernel<Fp8Format::e5m2>, in, out,
          split, stream, what);
 }
 
 void cast_f32_to_tf32(const float* in, float* out, int64_t n, StreamHandle stream) {
   constexpr const char* what = "cast_f32_to_tf32";
-  const Split split = fp8_support::checked_split(what, in, 4, out, 4, n, kTf32ElementsPerVector);
+  const Split split = launch_support::checked_split(what, in, 4, out, 4, n, kTf32ElementsPerVector);
   launch(f32_to_tf32_kernel, in, out, split, stream, what);
 }
 

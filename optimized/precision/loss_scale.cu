@@ -38,6 +38,7 @@
 
 #include "harness/error.h"
 #include "optimized/precision/loss_scale.h"
+#include "optimized/precision/launch_support.cuh"
 #include "optimized/precision/unscale_plan.h"
 
 namespace gauge::optimized::precision {
@@ -209,21 +210,7 @@ void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw RuntimeFailure(std::string("loss scale: ") + what + ": " + cudaGetErrorString(status));
 }
 
-int sm_count_of_current_device() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cached[kMaxDevices];
-  int device = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  const bool cacheable = device >= 0 && device < kMaxDevices;
-  if (cacheable) {
-    const int known = cached[device].load(std::memory_order_relaxed);
-    if (known > 0) return known;
-  }
-  int sm_count = 0;
-  check(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "SM count");
-  if (cacheable) cached[device].store(sm_count, std::memory_order_relaxed);
-  return sm_count;
-}
+int sm_count_of_current_device() { return launch_support::sm_count_of_current_device("loss scale: SM count"); }
 
 void upload(void* destination, const void* bytes, size_t size, cudaStream_t stream) {
   auto* words = static_cast<uint4*>(destination);

@@ -41,6 +41,10 @@ constexpr uint32_t kTeacherFirstId = 1;
 constexpr uint32_t kInitFirstId = 16;
 constexpr uint32_t kBatchFirstId = 1u << 16;
 constexpr int kThreads = 256;
+// Per-step slices of the batches, labels and losses start on 16-byte boundaries (optimized/nn needs
+// 16-byte-aligned pointers): strides rounded up to 4 elements of 4 bytes.
+constexpr int64_t kAlign4 = 4;
+int64_t round4(int64_t n) { return (n + kAlign4 - 1) / kAlign4 * kAlign4; }
 
 void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw RuntimeFailure(std::string("mlp recipe: ") + what + ": " + cudaGetErrorString(status));
@@ -55,9 +59,15 @@ __global__ void scale_to_f16_kernel(const float* __restrict__ in, const float* _
   if (i < n) out[i] = __float2half_rn(in[i] * *scale);
 }
 
-__global__ void widen_losses_kernel(const float* __restrict__ in, double* __restrict__ out, int64_t n) {
+// in: one loss per kAlign4 floats (the aligned per-step slots); out32 / out64: compact.
+__global__ void widen_losses_kernel(const float* __restrict__ in, float* __restrict__ out32, double* __restrict__ out64,
+                                    int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = static_cast<double>(in[i]);
+  if (i < n) {
+    const float loss = in[i * kAlign4];
+    out32[i] = loss;
+    out64[i] = static_cast<double>(loss);
+  }
 }
 
 DType compute_dtype(Recipe r) {
@@ -94,8 +104,10 @@ struct MlpRecipeRunner::Impl {
   std::vector<float> host_x, host_init;
   std::vector<int32_t> host_labels;
   float host_scale = 1.0f;
-  float* batches = nullptr;  // [steps, batch, inputs]
-  int32_t* labels = nullptr;  // [steps, batch]
+  int64_t x_stride = 0;       // round4(batch * inputs)
+  int64_t label_stride = 0;   // round4(batch)
+  float* batches = nullptr;   // [steps, x_stride]
+  int32_t* labels = nullptr;  // [steps, label_stride]
   float* init[kTensors] = {};
 
   // Training state: fp32 weights or fp32 master, 16-bit weights, gradients, Adam states.
@@ -114,6 +126,7 @@ struct MlpRecipeRunner::Impl {
   float* logits32 = nullptr;
   float* dlogits32 = nullptr;
   float* row_losses = nullptr;
+  float* step_losses = nullptr;  // [steps, kAlign4]: the mean loss of step t at t * kAlign4
   float* losses32 = nullptr;
   float* scale = nullptr;
   float* scale_init = nullptr;
@@ -159,14 +172,16 @@ MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Rec
                                             kTeacherFirstId + 1, 0.0f, teacher_std2);
   const auto w1 = tw1.view<float>();
   const auto w2 = tw2.view<float>();
-  s.host_x.resize(static_cast<size_t>(task.steps * B * task.inputs));
-  s.host_labels.resize(static_cast<size_t>(task.steps * B));
+  s.x_stride = round4(B * task.inputs);
+  s.label_stride = round4(B);
+  s.host_x.resize(static_cast<size_t>(task.steps * s.x_stride));
+  s.host_labels.resize(static_cast<size_t>(task.steps * s.label_stride));
   std::vector<double> hidden(static_cast<size_t>(task.teacher_hidden));
   for (int64_t t = 0; t < task.steps; ++t) {
     const HostTensor batch = inputs::normal_f32("x", {B, task.inputs}, task.seed, kBatchFirstId + static_cast<uint32_t>(t),
                                                 0.0f, 1.0f);
     const auto xb = batch.view<float>();
-    std::copy(xb.begin(), xb.end(), s.host_x.begin() + t * B * task.inputs);
+    std::copy(xb.begin(), xb.end(), s.host_x.begin() + t * s.x_stride);
     for (int64_t r = 0; r < B; ++r) {
       for (int64_t h = 0; h < task.teacher_hidden; ++h) {
         double sum = 0.0;
@@ -183,7 +198,7 @@ MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Rec
           best = static_cast<int32_t>(c);
         }
       }
-      s.host_labels[t * B + r] = best;
+      s.host_labels[t * s.label_stride + r] = best;
     }
   }
   int64_t total = 0;
@@ -239,6 +254,7 @@ MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Rec
     s.dlogits32 = static_cast<float*>(take(static_cast<size_t>(B * task.classes) * 4));
   }
   s.row_losses = static_cast<float*>(take(static_cast<size_t>(B) * 4));
+  s.step_losses = static_cast<float*>(take(static_cast<size_t>(task.steps * kAlign4) * 4));
   s.losses32 = static_cast<float*>(take(static_cast<size_t>(task.steps) * 4));
   s.scale = static_cast<float*>(take(4));
   s.scale_init = static_cast<float*>(take(4));
@@ -313,8 +329,8 @@ void MlpRecipeRunner::Impl::enqueue_step(int64_t t, cudaStream_t stream) const {
   const int64_t B = task.batch;
   const bool f32 = recipe == Recipe::fp32;
   const bool f16 = is_f16(recipe);
-  const float* x32 = batches + t * B * task.inputs;
-  const int32_t* y = labels + t * B;
+  const float* x32 = batches + t * x_stride;
+  const int32_t* y = labels + t * label_stride;
   const void* w[kTensors];
   for (int k = 0; k < kTensors; ++k) w[k] = f32 ? static_cast<const void*>(weights32[k]) : weights16[k];
 
@@ -334,7 +350,7 @@ void MlpRecipeRunner::Impl::enqueue_step(int64_t t, cudaStream_t stream) const {
   fc[1]->forward(a1, w[2], w[3], z2, linear_workspace, stream);
   nn::bias_activation_forward(nn::Activation::gelu_tanh, {B, task.hidden}, compute, z2, nullptr, a2, stream);
   fc[2]->forward(a2, w[4], w[5], logits, linear_workspace, stream);
-  nn::softmax_cross_entropy_forward(B, task.classes, compute, logits, y, row_losses, losses32 + t, stream);
+  nn::softmax_cross_entropy_forward(B, task.classes, compute, logits, y, row_losses, step_losses + t * kAlign4, stream);
 
   // Backward from loss_weight * scale * loss.
   const auto loss_weight = static_cast<float>(task.loss_weight);
@@ -398,7 +414,7 @@ void MlpRecipeRunner::run(double* losses_f64, StreamHandle stream) const {
   check(cudaMemcpyAsync(s.scale, s.scale_init, sizeof(float), cudaMemcpyDeviceToDevice, cs), "reset the loss scale");
   check(cudaMemsetAsync(s.tracker, 0, sizeof(int32_t), cs), "reset the growth tracker");
   for (int64_t t = 0; t < s.task.steps; ++t) s.enqueue_step(t, cs);
-  widen_losses_kernel<<<blocks_for(s.task.steps), kThreads, 0, cs>>>(s.losses32, losses_f64, s.task.steps);
+  widen_losses_kernel<<<blocks_for(s.task.steps), kThreads, 0, cs>>>(s.step_losses, s.losses32, losses_f64, s.task.steps);
   check(cudaGetLastError(), "loss copy");
 }
 

@@ -26,7 +26,7 @@
 #include <string>
 
 #include "optimized/precision/fp8.cuh"
-#include "optimized/precision/fp8_kernel_support.cuh"
+#include "optimized/precision/launch_support.cuh"
 #include "optimized/precision/fp8_launch.h"
 #include "optimized/precision/scaling.cuh"
 
@@ -210,7 +210,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 ScaleParams checked_params(const char* what, const Fp8Scaling& scaling) {
   if (scaling.margin < 0 || scaling.margin > kMaxMargin) {
-    fp8_support::refuse(what, "margin " + std::to_string(scaling.margin) + " is outside [0, 32]");
+    launch_support::refuse(what, "margin " + std::to_string(scaling.margin) + " is outside [0, 32]");
   }
   return ScaleParams{scaling.format == Fp8Format::e4m3 ? Fp8Traits<Fp8Format::e4m3>::kMaxFinite
                                                        : Fp8Traits<Fp8Format::e5m2>::kMaxFinite,
@@ -218,7 +218,7 @@ ScaleParams checked_params(const char* what, const Fp8Scaling& scaling) {
 }
 
 void check_scalar(const char* what, const void* pointer, const char* name) {
-  if (pointer == nullptr) fp8_support::refuse(what, std::string("null ") + name);
+  if (pointer == nullptr) launch_support::refuse(what, std::string("null ") + name);
 }
 
 template <template <Fp8Format, bool> class Select>
@@ -245,7 +245,7 @@ struct DelayedKernel {
 size_t scaling_workspace_bytes() { return sizeof(Workspace); }
 
 void clear_scaling_workspace(void* workspace, StreamHandle stream) {
-  fp8_support::check(cudaMemsetAsync(workspace, 0, sizeof(Workspace), stream), "clear_scaling_workspace");
+  launch_support::check(cudaMemsetAsync(workspace, 0, sizeof(Workspace), stream), "clear_scaling_workspace");
 }
 
 void current_scaled_cast(const float* x, uint8_t* y, int64_t n, const Fp8Scaling& scaling, float* amax, float* scale,
@@ -256,15 +256,15 @@ void current_scaled_cast(const float* x, uint8_t* y, int64_t n, const Fp8Scaling
                                       {scale_inv, "scale_inv"}, {workspace, "workspace"}}) {
     check_scalar(what, pointer, name);
   }
-  const Split split = fp8_support::checked_split(what, x, 4, y, 1, n, kElementsPerVector);
+  const Split split = launch_support::checked_split(what, x, 4, y, 1, n, kElementsPerVector);
   // Launched even for n == 0: the scalars are written (amax 0, scale 1).
-  const int blocks = fp8_launch::grid_blocks(split, fp8_support::sm_count_of_current_device(what), kMaxBlocks);
+  const int blocks = fp8_launch::grid_blocks(split, launch_support::sm_count_of_current_device(what), kMaxBlocks);
   auto* ws = static_cast<Workspace*>(workspace);
   amax_partials_kernel<<<blocks, kThreadsPerBlock, 0, stream>>>(x, split, ws);
-  fp8_support::check(cudaGetLastError(), what);
+  launch_support::check(cudaGetLastError(), what);
   pick<CurrentKernel>(scaling)<<<blocks, kThreadsPerBlock, 0, stream>>>(x, y, split, ws, params, amax, scale,
                                                                         scale_inv);
-  fp8_support::check(cudaGetLastError(), what);
+  launch_support::check(cudaGetLastError(), what);
 }
 
 void delayed_scaled_cast(const float* x, uint8_t* y, int64_t n, const float* history, int window,
@@ -273,7 +273,7 @@ void delayed_scaled_cast(const float* x, uint8_t* y, int64_t n, const float* his
   constexpr const char* what = "delayed_scaled_cast";
   const ScaleParams params = checked_params(what, scaling);
   if (window < 1 || window > kMaxWindow) {
-    fp8_support::refuse(what, "amax history window " + std::to_string(window) + " is outside [1, 1024]");
+    launch_support::refuse(what, "amax history window " + std::to_string(window) + " is outside [1, 1024]");
   }
   for (const auto& [pointer, name] :
        {std::pair<const void*, const char*>{history, "history"}, {new_history, "new_history"}, {scale, "scale"},
@@ -284,14 +284,14 @@ void delayed_scaled_cast(const float* x, uint8_t* y, int64_t n, const float* his
   const auto new_begin = reinterpret_cast<uintptr_t>(new_history);
   const uintptr_t bytes = static_cast<uintptr_t>(window) * sizeof(float);
   if (history_begin < new_begin + bytes && new_begin < history_begin + bytes) {
-    fp8_support::refuse(what, "history and new_history overlap");
+    launch_support::refuse(what, "history and new_history overlap");
   }
-  const Split split = fp8_support::checked_split(what, x, 4, y, 1, n, kElementsPerVector);
-  const int blocks = fp8_launch::grid_blocks(split, fp8_support::sm_count_of_current_device(what), kMaxBlocks);
+  const Split split = launch_support::checked_split(what, x, 4, y, 1, n, kElementsPerVector);
+  const int blocks = fp8_launch::grid_blocks(split, launch_support::sm_count_of_current_device(what), kMaxBlocks);
   pick<DelayedKernel>(scaling)<<<blocks, kThreadsPerBlock, 0, stream>>>(
       x, y, split, history, window, algorithm, params, static_cast<Workspace*>(workspace), scale, scale_inv, amax,
       new_history, next_scale);
-  fp8_support::check(cudaGetLastError(), what);
+  launch_support::check(cudaGetLastError(), what);
 }
 
 }  // namespace gauge::optimized::precision

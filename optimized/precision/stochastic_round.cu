@@ -18,7 +18,7 @@
 
 #include "harness/philox.h"
 #include "optimized/precision/fp8.cuh"
-#include "optimized/precision/fp8_kernel_support.cuh"
+#include "optimized/precision/launch_support.cuh"
 #include "optimized/precision/fp8_launch.h"
 #include "optimized/precision/stochastic_rounding.cuh"
 
@@ -103,9 +103,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 Keying checked_keying(const char* what, int64_t n, uint64_t seed, uint32_t tensor_id, uint64_t step) {
   if (n >= 0 && static_cast<uint64_t>(n) > kIndexLimit) {
-    fp8_support::refuse(what, "more than 2^34 elements (the Philox counter holds 34 index bits)");
+    launch_support::refuse(what, "more than 2^34 elements (the Philox counter holds 34 index bits)");
   }
-  if (step >= kStepLimit) fp8_support::refuse(what, "step " + std::to_string(step) + " is not below 2^30");
+  if (step >= kStepLimit) launch_support::refuse(what, "step " + std::to_string(step) + " is not below 2^30");
   return Keying{seed, tensor_id, step};
 }
 
@@ -113,9 +113,9 @@ template <class Kernel, class Out>
 void launch(Kernel kernel, const float* in, Out* out, const Split& split, const Keying& key, const char* what,
             StreamHandle stream) {
   if (split.scalar_count() + split.vectors == 0) return;
-  const int blocks = fp8_launch::grid_blocks(split, fp8_support::sm_count_of_current_device(what));
+  const int blocks = fp8_launch::grid_blocks(split, launch_support::sm_count_of_current_device(what));
   kernel<<<blocks, kThreadsPerBlock, 0, stream>>>(in, out, split, key);
-  fp8_support::check(cudaGetLastError(), what);
+  launch_support::check(cudaGetLastError(), what);
 }
 
 }  // namespace
@@ -124,7 +124,7 @@ void stochastic_round_f32_to_f16(const float* in, uint16_t* out, int64_t n, uint
                                  uint64_t step, StreamHandle stream) {
   constexpr const char* what = "stochastic_round_f32_to_f16";
   const Keying key = checked_keying(what, n, seed, tensor_id, step);
-  const Split split = fp8_support::checked_split(what, in, 4, out, 2, n, kF16ElementsPerVector, kWordsPerBlock);
+  const Split split = launch_support::checked_split(what, in, 4, out, 2, n, kF16ElementsPerVector, kWordsPerBlock);
   launch(stochastic_f16_kernel, in, out, split, key, what, stream);
 }
 
@@ -132,7 +132,7 @@ void stochastic_round_f32_to_fp8(const float* in, uint8_t* out, int64_t n, Fp8Fo
                                  uint64_t seed, uint32_t tensor_id, uint64_t step, StreamHandle stream) {
   constexpr const char* what = "stochastic_round_f32_to_fp8";
   const Keying key = checked_keying(what, n, seed, tensor_id, step);
-  const Split split = fp8_support::checked_split(what, in, 4, out, 1, n, kFp8ElementsPerVector, kWordsPerBlock);
+  const Split split = launch_support::checked_split(what, in, 4, out, 1, n, kFp8ElementsPerVector, kWordsPerBlock);
   const bool saturate = overflow == Fp8Overflow::saturate;
   if (format == Fp8Format::e4m3) {
     launch(saturate ? stochastic_fp8_kernel<Fp8Format::e4m3, true> : stochastic_fp8_kernel<Fp8Format::e4m3, false>, in,

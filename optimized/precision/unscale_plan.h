@@ -10,7 +10,9 @@
 // h + k C (k >= 1): chunk 0 is [0, h + C) and carries the scalar head [0, h); the last chunk is clipped
 // at n and carries the scalar tail. C is a multiple of every vector width, so every chunk's body
 // starts on the tensor's vector grid. A tensor without a vector start is cut at k C. Empty tensors get
-// no chunk.
+// no chunk. The chunking and the head / body / tail split are the optimizer's multi-tensor ones
+// (optimized/optim/multi_tensor_plan.h), reused here: only the descriptor, the persistent grid and
+// the vector start of an (in, out) pair are the unscale's own.
 #pragma once
 
 #include <algorithm>
@@ -21,14 +23,18 @@
 #include <string>
 #include <vector>
 
+#include "optimized/optim/multi_tensor_plan.h"
+
 namespace gauge::optimized::precision::unscale_plan {
 
+namespace chunking = gauge::optimized::optim::plan;
+
 inline constexpr int64_t kVectorBytes = 16;
-// 16 Ki elements per chunk: 64 KiB read + 64 KiB written for fp32 (half that for 16-bit). Each of 256
-// threads does 16 (fp32) or 8 (16-bit) vector steps per chunk, so the per-chunk setup (one 16-byte
-// table entry and one 32-byte descriptor, both L2 hits) is noise, and 1e8 gradients are ~6,100 chunks
-// shared by a persistent grid, so the load balance between blocks is within one chunk.
-inline constexpr int64_t kChunkElements = 16384;
+// 16 Ki elements per chunk (the optimizer's): 64 KiB read + 64 KiB written for fp32 (half that for
+// 16-bit). Each of 256 threads does 16 (fp32) or 8 (16-bit) vector steps per chunk, so the per-chunk
+// setup (one 16-byte table entry and one 32-byte descriptor, both L2 hits) is noise, and 1e8 gradients
+// are ~6,100 chunks shared by a persistent grid, so the load balance between blocks is within one chunk.
+using chunking::kChunkElements;
 inline constexpr int kThreadsPerBlock = 256;
 // Vector steps a thread loads before it stores any: 4 x 16 bytes in flight per thread.
 inline constexpr int kUnroll = 4;
@@ -62,68 +68,22 @@ struct Descriptor {
 };
 static_assert(sizeof(Descriptor) == 32 || sizeof(void*) != 8);
 
-// One chunk: elements [begin, begin + count) of tensor `tensor` (16 bytes).
-struct Chunk {
-  uint32_t tensor = 0;
-  uint32_t count = 0;  // at most kChunkElements + 15
-  int64_t begin = 0;
-};
-static_assert(sizeof(Chunk) == 16);
-
-constexpr int64_t chunk_origin(int64_t start) { return start < 0 ? 0 : start; }
-
-constexpr int64_t chunk_count(int64_t n, int64_t start) {
-  if (n <= 0) return 0;
-  const int64_t first_end = std::min(n, chunk_origin(start) + kChunkElements);
-  return 1 + (n - first_end + kChunkElements - 1) / kChunkElements;
-}
-
+using chunking::Chunk;
+using chunking::ChunkSplit;
+using chunking::split_chunk;
+constexpr int64_t chunk_count(int64_t n, int64_t start) { return chunking::chunks_of_tensor(n, start); }
 constexpr Chunk chunk_at(uint32_t tensor, int64_t n, int64_t start, int64_t k) {
-  const int64_t origin = chunk_origin(start);
-  const int64_t begin = k == 0 ? 0 : origin + k * kChunkElements;
-  const int64_t end = std::min(n, origin + (k + 1) * kChunkElements);
-  return Chunk{tensor, static_cast<uint32_t>(end - begin), begin};
-}
-
-// The kernel's loops over one chunk: vector step v in [0, vectors) covers [vector_first(v), +width),
-// scalar step j in [0, scalar_count()) covers element scalar_index(j).
-struct ChunkSplit {
-  int64_t begin = 0;
-  int64_t head = 0;
-  int64_t vectors = 0;
-  int64_t tail = 0;
-  int width = 1;
-
-  constexpr int64_t body_begin() const { return begin + head; }
-  constexpr int64_t body_end() const { return body_begin() + vectors * width; }
-  constexpr int64_t scalar_count() const { return head + tail; }
-  constexpr int64_t vector_first(int64_t v) const { return body_begin() + v * width; }
-  constexpr int64_t scalar_index(int64_t j) const { return j < head ? begin + j : body_end() + (j - head); }
-};
-
-constexpr ChunkSplit split_chunk(int64_t begin, int64_t count, int64_t start, int width) {
-  if (start < 0) return ChunkSplit{begin, count, 0, 0, width};
-  const int64_t end = begin + count;
-  const int64_t body = std::max(begin, start);  // chunk 0 begins at 0 <= start; later chunks on the grid
-  if (body >= end) return ChunkSplit{begin, count, 0, 0, width};
-  const int64_t vectors = (end - body) / width;
-  return ChunkSplit{begin, body - begin, vectors, end - body - vectors * width, width};
+  return chunking::chunk_of_tensor(tensor, n, start, k);
 }
 
 // Every tensor's chunks, tensor by tensor. Throws std::length_error past 2^31 - 1 chunks or 2^32 tensors.
 inline std::vector<Chunk> build_chunks(std::span<const Descriptor> tensors) {
-  if (tensors.size() > UINT32_MAX) throw std::length_error("unscale plan: more than 2^32 tensors");
-  int64_t total = 0;
-  for (const Descriptor& d : tensors) total += chunk_count(d.size, d.vector_start);
-  if (total > INT32_MAX) throw std::length_error("unscale plan: " + std::to_string(total) + " chunks exceed one grid");
-  std::vector<Chunk> chunks;
-  chunks.reserve(static_cast<size_t>(total));
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    for (int64_t k = 0; k < chunk_count(tensors[t].size, tensors[t].vector_start); ++k) {
-      chunks.push_back(chunk_at(static_cast<uint32_t>(t), tensors[t].size, tensors[t].vector_start, k));
-    }
+  std::vector<int64_t> sizes, starts;
+  for (const Descriptor& d : tensors) {
+    sizes.push_back(d.size);
+    starts.push_back(d.vector_start);
   }
-  return chunks;
+  return chunking::build_chunk_table(sizes, starts);
 }
 
 // A persistent grid: one block per chunk up to one wave of resident blocks; blocks then stride over
@@ -139,6 +99,6 @@ constexpr size_t workspace_bytes(size_t tensors, size_t chunks) {
   return round_up16(tensors * sizeof(Descriptor)) + chunks * sizeof(Chunk);
 }
 // At most one chunk more per tensor than ceil(n / C), whatever the alignment.
-constexpr int64_t max_chunk_count(int64_t n) { return n <= 0 ? 0 : (n + kChunkElements - 1) / kChunkElements + 1; }
+constexpr int64_t max_chunk_count(int64_t n) { return chunking::max_chunks_of_tensor(n); }
 
 }  // namespace gauge::optimized::precision::unscale_plan

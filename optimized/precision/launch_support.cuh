@@ -1,5 +1,6 @@
-// Host-side launch support shared by the fp8 / tf32 / stochastic-rounding / scaling kernels: error
-// reporting, the cached SM count, and the checks every entry point makes on its buffers.
+// Host-side launch support shared by the precision kernels (casts, fp8 / tf32, stochastic rounding,
+// scaling, unscale): error reporting, the cached SM count, and the checks every entry point makes on
+// its buffers.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -11,7 +12,7 @@
 #include "harness/error.h"
 #include "optimized/precision/fp8_launch.h"
 
-namespace gauge::optimized::precision::fp8_support {
+namespace gauge::optimized::precision::launch_support {
 
 [[noreturn]] inline void fail(const char* what, const std::string& detail) {
   throw RuntimeFailure(std::string(what) + ": " + detail);
@@ -59,4 +60,4 @@ inline fp8_launch::Split checked_split(const char* what, const void* in, int in_
   return fp8_launch::split(n, in_address, in_bytes, out_address, out_bytes, elements_per_vector, index_multiple);
 }
 
-}  // namespace gauge::optimized::precision::fp8_support
+}  // namespace gauge::optimized::precision::launch_support
