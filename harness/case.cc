@@ -53,6 +53,24 @@ bool register_case(CaseDecl decl) {
   return true;
 }
 
+ToleranceRule output_rule(const CaseDecl& decl, const Point& point, const std::string& output) {
+  return decl.output_tolerance ? decl.output_tolerance(point, output) : decl.tolerance(point);
+}
+
+std::vector<ToleranceRule> output_rules(const CaseDecl& decl, const Point& point, const ReferenceResult& reference) {
+  std::vector<ToleranceRule> rules;
+  for (size_t i = 0; i < reference.outputs.size(); ++i) {
+    const HostTensor& out = reference.outputs[i];
+    rules.push_back(output_rule(decl, point, out.name()));
+    if (rules.back().kind != ToleranceRule::Kind::faithful) continue;
+    if (reference.faithful.size() <= i || reference.faithful[i].shape() != out.shape()) {
+      throw std::logic_error("case '" + decl.full_name() + "' judges output '" + out.name() +
+                             "' by the faithful rule but its reference gives no faithful output of that shape");
+    }
+  }
+  return rules;
+}
+
 const std::vector<CaseDecl>& all_cases() { return registry(); }
 
 std::vector<std::string> suite_names() {

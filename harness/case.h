@@ -61,7 +61,8 @@ struct CostModel {
 struct ReferenceResult {
   // What the optimized side must reproduce, in order (for the faithful rule: the fp64 truth).
   std::vector<HostTensor> outputs;
-  // Faithful low-precision reference outputs, same order; only for the faithful rule.
+  // Faithful low-precision reference outputs, same order; needed for outputs judged by the faithful
+  // rule (an output under another rule may leave its slot default-constructed).
   std::vector<HostTensor> faithful;
   // Quantities the reference measured while it ran (taken from the first call, not the timed ones).
   std::vector<Counter> counters;
@@ -113,6 +114,9 @@ using InputFn = std::function<std::vector<HostTensor>(const Point&, uint64_t see
 using ReferenceFn = std::function<ReferenceResult(const Point&, const std::vector<HostTensor>&)>;
 using ModelFn = std::function<CostModel(const Point&)>;
 using ToleranceFn = std::function<ToleranceRule(const Point&)>;
+// The rule of one output, by its name (outputs of one call can differ in accumulation depth and in
+// magnitude: dx, dW and dbias of a Linear backward; parameters and second moments of an optimizer).
+using OutputToleranceFn = std::function<ToleranceRule(const Point&, const std::string& output)>;
 // Enqueues the optimized computation on args.stream; must not synchronize (it is timed with events).
 using OptimizedFn = std::function<void(const OptimizedArgs&)>;
 // Untimed device setup of one point, run once after the inputs are uploaded and the outputs
@@ -128,15 +132,23 @@ struct CaseDecl {
   std::string description;
   std::vector<Point> points;
   ModelFn model;
-  ToleranceFn tolerance;
+  ToleranceFn tolerance;  // the point's rule: every output's, unless output_tolerance is given
   InputFn inputs;
   ReferenceFn reference;
   OptimizedFn optimized;  // empty in builds without CUDA: wrap it in GAUGE_CUDA_ONLY(...)
   ParamsFn params;        // optional: hyper-parameters beyond the point's dims and dtype
   PrepareFn prepare;      // optional: untimed per-point device setup (GAUGE_CUDA_ONLY as well)
+  OutputToleranceFn output_tolerance;  // optional: a rule per output, replacing `tolerance` for each
 
   std::string full_name() const { return suite + "/" + name; }
 };
+
+// The rule that judges output `output` (its name) of a point: output_tolerance when the case has one,
+// else the point's rule.
+ToleranceRule output_rule(const CaseDecl& decl, const Point& point, const std::string& output);
+// One rule per reference output, in order. Throws std::logic_error when an output under the faithful
+// rule has no faithful reference output of its shape (a declaration bug, not bad input).
+std::vector<ToleranceRule> output_rules(const CaseDecl& decl, const Point& point, const ReferenceResult& reference);
 
 // Validates and stores the declaration; returns true so it can initialize a static.
 bool register_case(CaseDecl decl);

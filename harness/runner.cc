@@ -114,7 +114,7 @@ Record Runner::run_reference(const CaseDecl& decl, const Point& point, const Cos
 }
 
 Record Runner::run_optimized(const CaseDecl& decl, const Point& point, const CostModel& model,
-                             const ToleranceRule& rule, const std::vector<HostTensor>& inputs,
+                             const std::vector<ToleranceRule>& rules, const std::vector<HostTensor>& inputs,
                              const ReferenceResult& reference) {
   Record record = skeleton(decl, point, "optimized", "cuda:0");
   const std::string why_not = gpu::unavailable_reason();
@@ -133,11 +133,12 @@ Record Runner::run_optimized(const CaseDecl& decl, const Point& point, const Cos
   gpu.begin_case();
   std::vector<DeviceTensor> device_inputs, device_outputs;
   for (const HostTensor& t : inputs) device_inputs.push_back(gpu.upload(t));
-  for (const HostTensor& t : reference.outputs) {
-    // For the faithful rule the reference output is the fp64 truth; the optimized side writes the
+  for (size_t i = 0; i < reference.outputs.size(); ++i) {
+    // Under the faithful rule the reference output is the fp64 truth; the optimized side writes the
     // faithful reference's format.
-    const bool faithful = rule.kind == ToleranceRule::Kind::faithful;
-    const HostTensor& spec = faithful ? reference.faithful.at(device_outputs.size()) : t;
+    const HostTensor& t = reference.outputs[i];
+    const bool faithful = rules.at(i).kind == ToleranceRule::Kind::faithful;
+    const HostTensor& spec = faithful ? reference.faithful.at(i) : t;
     device_outputs.push_back(gpu.allocate_poisoned(t.name(), spec.dtype(), spec.shape()));
   }
   OptimizedArgs args{point, device_inputs, device_outputs, gpu.stream(), gpu};
@@ -152,8 +153,9 @@ Record Runner::run_optimized(const CaseDecl& decl, const Point& point, const Cos
   bool agrees = true;
   for (size_t i = 0; i < device_outputs.size(); ++i) {
     const HostTensor actual = gpu.download(device_outputs[i]);
-    const HostTensor* faithful = reference.faithful.size() > i ? &reference.faithful[i] : nullptr;
-    record.agreement.push_back(compare(actual, reference.outputs[i], rule, faithful));
+    const bool faithful_rule = rules[i].kind == ToleranceRule::Kind::faithful;
+    const HostTensor* faithful = faithful_rule ? &reference.faithful.at(i) : nullptr;
+    record.agreement.push_back(compare(actual, reference.outputs[i], rules[i], faithful));
     agrees = agrees && record.agreement.back().pass();
   }
   const gpu::PoolPeaks peaks = gpu.peaks();
@@ -191,7 +193,6 @@ Record Runner::run_optimized(const CaseDecl& decl, const Point& point, const Cos
 
 PointOutcome Runner::evaluate_point(const CaseDecl& decl, const Point& point) {
   const CostModel model = decl.model(point);
-  const ToleranceRule rule = decl.tolerance(point);
   PointOutcome outcome;
   const bool want_optimized = options_.devices != DeviceSelection::cpu;
 
@@ -220,7 +221,7 @@ PointOutcome Runner::evaluate_point(const CaseDecl& decl, const Point& point) {
   }
   if (want_optimized) {
     try {
-      outcome.optimized = run_optimized(decl, point, model, rule, inputs, reference);
+      outcome.optimized = run_optimized(decl, point, model, output_rules(decl, point, reference), inputs, reference);
     } catch (const DeviceUnsupported& e) {
       Record optimized = skeleton(decl, point, "optimized", "cuda:0");
       optimized.status = RecordStatus::unsupported_device;

@@ -49,7 +49,7 @@ class Runner {
  private:
   Record run_reference(const CaseDecl& decl, const Point& point, const CostModel& model,
                        const std::vector<HostTensor>& inputs, ReferenceResult& result);
-  Record run_optimized(const CaseDecl& decl, const Point& point, const CostModel& model, const ToleranceRule& rule,
+  Record run_optimized(const CaseDecl& decl, const Point& point, const CostModel& model, const std::vector<ToleranceRule>& rules,
                        const std::vector<HostTensor>& inputs, const ReferenceResult& reference);
   gpu::Session& session();
 

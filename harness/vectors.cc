@@ -93,7 +93,7 @@ ExportSummary export_vectors(const ExportOptions& options, std::ostream& progres
       const std::vector<HostTensor> inputs = decl.inputs(*point, options.seed);
       const ReferenceResult reference = decl.reference(*point, inputs);
       const ToleranceRule rule = decl.tolerance(*point);
-      const bool faithful = rule.kind == ToleranceRule::Kind::faithful;
+      const std::vector<ToleranceRule> rules = output_rules(decl, *point, reference);
 
       json entry = {{"id", id},
                     {"operation", decl.full_name()},
@@ -115,10 +115,15 @@ ExportSummary export_vectors(const ExportOptions& options, std::ostream& progres
       for (size_t i = 0; i < reference.outputs.size(); ++i) {
         // Under the faithful rule the candidate is held against the fp64 truth, with the faithful
         // low-precision output setting the allowance; `file` is what a candidate writes.
+        const bool faithful = rules[i].kind == ToleranceRule::Kind::faithful;
         const HostTensor& shown = faithful ? reference.faithful.at(i) : reference.outputs[i];
         const std::string file = stem + ".out." + shown.name() + ".npy";
         write(shown, file);
         json out = tensor_entry(shown, file);
+        if (decl.output_tolerance) {
+          out["tolerance"] = to_json(rules[i]);
+          out["tolerance"]["text"] = rules[i].describe();
+        }
         if (faithful) {
           const std::string truth_file = stem + ".truth." + shown.name() + ".npy";
           write(reference.outputs[i], truth_file);
@@ -182,7 +187,7 @@ int check_vectors(const std::string& dir, const std::string& candidate_dir, std:
   for (const json& entry : manifest.at("cases")) {
     const std::string id = entry.value("id", "?");
     try {
-      const ToleranceRule rule = tolerance_rule_from_json(entry.at("tolerance"));
+      const ToleranceRule case_rule = tolerance_rule_from_json(entry.at("tolerance"));
       std::vector<std::string> absent;
       std::vector<Agreement> agreements;
       for (const json& output : entry.at("outputs")) {
@@ -200,6 +205,9 @@ int check_vectors(const std::string& dir, const std::string& candidate_dir, std:
             npy::to_tensor(npy::read_file(candidate_path.string()), name, *dtype, shape, candidate_path.string());
         const std::string reference_file = (fs::path(dir) / file).string();
         const HostTensor reference = npy::to_tensor(npy::read_file(reference_file), name, *dtype, shape, reference_file);
+        // An output with its own rule (cases whose outputs differ in depth or magnitude) is judged by it.
+        const ToleranceRule rule =
+            output.contains("tolerance") ? tolerance_rule_from_json(output.at("tolerance")) : case_rule;
         if (rule.kind == ToleranceRule::Kind::faithful) {
           const std::optional<DType> truth_dtype = dtype_field(output, "truth_dtype");
           if (!truth_dtype) throw UsageError("manifest entry '" + id + "' lacks truth_dtype for the faithful rule");

@@ -4,7 +4,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "harness/case.h"
 #include "harness/error.h"
+#include "harness/inputs.h"
 #include "harness/npy.h"
 #include "harness/vectors.h"
 
@@ -12,6 +14,48 @@ namespace gauge {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Two outputs judged by different rules: "twice" bit-exact, "rough" within 1e-3 absolute (a stand-in
+// for outputs of one call that differ in accumulation depth or magnitude).
+GAUGE_REGISTER_CASE({
+    .suite = "harness_selftest_rules",
+    .name = "two_outputs",
+    .description = "twice = 2 x, rough = x + 1",
+    .points = grid({{{{"n", 64}}, true}}, {DType::f32}),
+    .model = [](const Point& p) {
+      CostModel m;
+      m.bytes = 12.0 * static_cast<double>(p.dim("n"));
+      return m;
+    },
+    .tolerance = [](const Point&) { return tolerance::exact_bits(); },
+    .inputs =
+        [](const Point& p, uint64_t seed) {
+          return std::vector<HostTensor>{inputs::uniform_f32("x", {p.dim("n")}, seed, 0, -1, 1)};
+        },
+    .reference =
+        [](const Point&, const std::vector<HostTensor>& in) {
+          HostTensor twice("twice", DType::f32, in[0].shape()), rough("rough", DType::f32, in[0].shape());
+          for (size_t i = 0; i < twice.view<float>().size(); ++i) {
+            twice.view<float>()[i] = 2 * in[0].view<float>()[i];
+            rough.view<float>()[i] = in[0].view<float>()[i] + 1;
+          }
+          ReferenceResult r;
+          r.outputs.push_back(std::move(twice));
+          r.outputs.push_back(std::move(rough));
+          return r;
+        },
+    .output_tolerance =
+        [](const Point&, const std::string& output) {
+          if (output == "rough") {
+            ToleranceRule rule;
+            rule.kind = ToleranceRule::Kind::abs_rel;
+            rule.atol = 1e-3;
+            rule.derivation = "test rule";
+            return rule;
+          }
+          return tolerance::exact_bits();
+        },
+});
 
 // Uses the harness_selftest/double_it case declared in case_test.cc.
 class Vectors : public testing::Test {
@@ -25,9 +69,9 @@ class Vectors : public testing::Test {
   }
   void TearDown() override { fs::remove_all(root_); }
 
-  vectors::ExportSummary export_selftest(const fs::path& dir) {
+  vectors::ExportSummary export_selftest(const fs::path& dir, const std::string& suite = "harness_selftest") {
     vectors::ExportOptions options;
-    options.suite = "harness_selftest";
+    options.suite = suite;
     options.out_dir = dir.string();
     options.seed = 7;
     std::ostringstream progress;
@@ -82,6 +126,48 @@ TEST_F(Vectors, ReferenceOutputsAsCandidatePassAndAPerturbationFailsNamingTheEle
   EXPECT_NE(out.find("FAIL"), std::string::npos) << out;
   EXPECT_NE(out.find("[42]"), std::string::npos) << "the failing element's coordinates: " << out;
   EXPECT_NE(out.find("0 passed, 1 failed"), std::string::npos) << out;
+}
+
+TEST_F(Vectors, EachOutputIsJudgedByItsOwnRule) {
+  export_selftest(vectors_, "harness_selftest_rules");
+  for (const fs::path& f : output_files()) fs::copy_file(f, candidate_ / f.filename());
+  const auto nudge = [&](const std::string& output, float by) {
+    for (const fs::path& f : output_files()) {
+      if (f.filename().string().find(".out." + output + ".") == std::string::npos) continue;
+      const fs::path file = candidate_ / f.filename();
+      npy::Array a = npy::read_file(file.string());
+      HostTensor t = npy::to_tensor(a, output, DType::f32, a.shape, "candidate");
+      t.view<float>()[5] += by;
+      std::ofstream(file, std::ios::binary | std::ios::trunc) << npy::encode(t);
+    }
+  };
+  std::string out, errors;
+  nudge("rough", 5e-4f);  // inside rough's own 1e-3, far outside the case's bit-exact rule
+  EXPECT_EQ(check(out, errors), 0) << out << errors;
+  nudge("rough", 1e-3f);  // now 1.5e-3 off
+  EXPECT_EQ(check(out, errors), 1) << out << errors;
+  EXPECT_NE(out.find("[5]"), std::string::npos) << out;
+  nudge("rough", -1.5e-3f);
+  EXPECT_EQ(check(out, errors), 0) << out << errors;
+  nudge("twice", 1e-6f);  // bit-exact output: any change fails
+  EXPECT_EQ(check(out, errors), 1) << out << errors;
+}
+
+TEST(OutputRules, FallBackToThePointRuleAndNeedFaithfulOutputs) {
+  const CaseDecl* per_output = find_case("harness_selftest_rules/two_outputs");
+  ASSERT_NE(per_output, nullptr);
+  const Point& point = per_output->points.front();
+  const ReferenceResult r = per_output->reference(point, per_output->inputs(point, 1));
+  const std::vector<ToleranceRule> rules = output_rules(*per_output, point, r);
+  ASSERT_EQ(rules.size(), 2u);
+  EXPECT_EQ(rules[0].kind, ToleranceRule::Kind::ulp);
+  EXPECT_EQ(rules[1].kind, ToleranceRule::Kind::abs_rel);
+
+  CaseDecl faithful_without_outputs = *per_output;
+  faithful_without_outputs.output_tolerance = [](const Point&, const std::string&) {
+    return tolerance::faithful(2.0, 0.0, "test");
+  };
+  EXPECT_THROW(output_rules(faithful_without_outputs, point, r), std::logic_error);
 }
 
 TEST_F(Vectors, MissingCandidateFilesAreReportedAsMissing) {
