@@ -7,7 +7,8 @@
 // reference does. A maximum is exact and order-independent: the reduction is deterministic whatever
 // the grid.
 //
-// scale = fl32(fl32(fp8_max / amax) * 2^-margin), the quotient clamped to FLT_MAX when it overflows;
+// scale = fl32(fl32(fp8_max / amax) * 2^-margin), the quotient clamped to FLT_MAX when it overflows,
+// the scale raised to FLT_MIN when it underflows below it (reference/precision/scaling.h says why);
 // amax == 0 -> 1. The reference refuses (UsageError) a NaN or Inf amax; a kernel cannot throw, so here
 // such an amax gives scale = NaN (and scale_inv = NaN, and NaN fp8 codes), which the caller sees in
 // the amax / scale outputs.
@@ -22,6 +23,7 @@ namespace gauge::optimized::precision {
 inline constexpr uint32_t kCanonicalNanBits = 0x7FC00000u;
 inline constexpr uint32_t kF32InfBits = 0x7F800000u;
 inline constexpr float kF32Max = 0x1.FFFFFEp127f;
+inline constexpr float kF32MinNormal = 0x1p-126f;
 
 GAUGE_HD uint32_t magnitude_bits(float x) { return f32_bits(x) & 0x7FFFFFFFu; }
 
@@ -51,7 +53,8 @@ GAUGE_HD float scale_from_amax(float amax, float fp8_max, float margin_factor) {
   if (!(magnitude_bits(amax) < kF32InfBits)) return f32_from_bits(kCanonicalNanBits);  // NaN or Inf
   float quotient = divide_rn(fp8_max, amax);
   if (magnitude_bits(quotient) == kF32InfBits) quotient = kF32Max;
-  return multiply_rn(quotient, margin_factor);
+  const float scale = multiply_rn(quotient, margin_factor);
+  return scale < kF32MinNormal ? kF32MinNormal : scale;
 }
 
 GAUGE_HD float scale_inverse(float scale) { return divide_rn(1.0f, scale); }

@@ -64,7 +64,8 @@ float scale_from_amax(float amax_value, Fp8Format format, int margin) {
   const RoundToNearestScope nearest("reference fp8 scaling");
   float quotient = static_cast<float>(fp8_max_finite(format) / static_cast<double>(amax_value));
   if (std::isinf(quotient)) quotient = std::numeric_limits<float>::max();
-  return static_cast<float>(static_cast<double>(quotient) * std::ldexp(1.0, -margin));
+  const auto scale = static_cast<float>(static_cast<double>(quotient) * std::ldexp(1.0, -margin));
+  return std::max(scale, std::numeric_limits<float>::min());
 }
 
 float scale_inverse(float scale) {

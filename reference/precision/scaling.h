@@ -9,7 +9,11 @@
 // scale_from_amax(amax, format, margin), all in fp32 with correctly rounded operations:
 //   amax == 0            -> 1 (nothing to scale; Transformer Engine keeps a neutral scale as well)
 //   amax finite, > 0     -> s = fl32(fp8_max / amax), replaced by FLT_MAX if that overflows to Inf
-//                           (amax below fp8_max / FLT_MAX ~ 1.3e-36), then scale = fl32(s * 2^-margin)
+//                           (amax below fp8_max / FLT_MAX ~ 1.3e-36), then scale = fl32(s * 2^-margin),
+//                           raised to FLT_MIN (2^-126) when that is smaller (a huge amax with a large
+//                           margin): the scale stays a positive normal number whose inverse is finite,
+//                           and amax * FLT_MIN <= FLT_MAX * 2^-126 < 4 still fits every fp8 format
+//                           (only the margin's headroom is not honoured then)
 //   amax NaN, Inf or < 0 -> gauge::UsageError (a tensor holding NaN or Inf has no meaningful scale)
 //   margin outside [0, 32] -> gauge::UsageError
 //   fp8_max is 448 (e4m3) or 57344 (e5m2).

@@ -64,6 +64,16 @@ TEST(Fp8Scaling, ScaleFormula) {
   EXPECT_EQ(ref::scale_from_amax(0x1p-149f, Fp8Format::e4m3, 0), kFloatMax);
   EXPECT_EQ(ref::scale_from_amax(0x1p-149f, Fp8Format::e4m3, 1), kFloatMax / 2);
   EXPECT_EQ(ref::scale_from_amax(kFloatMax, Fp8Format::e4m3, 0), static_cast<float>(448.0 / static_cast<double>(kFloatMax)));
+  // A huge amax with a large margin would underflow the scale (to 0 or a subnormal whose inverse is
+  // Inf): it is held at FLT_MIN, a usable scale under which amax still fits.
+  for (const int margin : {20, 32}) {
+    const float scale = ref::scale_from_amax(kFloatMax, Fp8Format::e4m3, margin);
+    EXPECT_EQ(scale, 0x1p-126f) << "margin " << margin;
+    EXPECT_TRUE(std::isfinite(ref::scale_inverse(scale)));
+    std::vector<uint8_t> code(1);
+    ref::scaled_cast(std::vector<float>{kFloatMax}, scale, Fp8Format::e4m3, Fp8Overflow::saturate, code);
+    EXPECT_EQ(ref::fp8_to_f32(code[0], Fp8Format::e4m3), 4.0f);  // FLT_MAX * 2^-126 = 4 - 2^-21 -> 4
+  }
   EXPECT_EQ(ref::scale_inverse(4.0f), 0.25f);
   EXPECT_EQ(ref::scale_inverse(3.0f), static_cast<float>(1.0 / 3.0));
 }
