@@ -45,6 +45,7 @@ struct BufferSizes {
   size_t gradients = 0;                 // every parameter, or the largest layer's
   size_t row_losses = 0;
   size_t mean_loss = 0;
+  size_t status = 0;  // one int per StepPlan: 1 when its step was skipped for a NaN/Inf gradient
 };
 
 BufferSizes buffer_sizes(const MlpShape& s, GradientRelease release) {
@@ -55,6 +56,7 @@ BufferSizes buffer_sizes(const MlpShape& s, GradientRelease release) {
   b.gradients = floats(release == GradientRelease::after_backward ? s.parameter_count() : largest_layer_parameters(s));
   b.row_losses = floats(s.batch);
   b.mean_loss = floats(1);
+  b.status = sizeof(int) * static_cast<size_t>(release == GradientRelease::after_backward ? 1 : s.layers);
   return b;
 }
 
@@ -87,6 +89,7 @@ struct MlpSgdStep::Impl {
   float* gradients = nullptr;
   float* row_losses = nullptr;
   float* mean_loss = nullptr;
+  int* status = nullptr;        // [plans.size()]
   std::vector<StepPlan> plans;  // one over every tensor (after_backward) or one per layer (in_backward)
 
   // Where layer l's dW and db go.
@@ -126,6 +129,7 @@ MlpSgdStep::MlpSgdStep(cublasLtContext* handle, const MlpShape& shape, const gau
   m.gradients = take(sizes.gradients);
   m.row_losses = take(sizes.row_losses);
   m.mean_loss = take(sizes.mean_loss);
+  m.status = static_cast<int*>(allocate(padded(sizes.status)));
 
   const bool with_momentum = hyper.momentum != 0.0;
   const auto add_layer = [&](TensorList& list, int64_t l) {
@@ -162,6 +166,8 @@ MlpSgdStep::MlpSgdStep(cublasLtContext* handle, const MlpShape& shape, const gau
 MlpSgdStep::~MlpSgdStep() = default;
 
 const float* MlpSgdStep::loss_device() const { return impl_->mean_loss; }
+const int* MlpSgdStep::skipped_device() const { return impl_->status; }
+int64_t MlpSgdStep::skip_flags() const { return static_cast<int64_t>(impl_->plans.size()); }
 
 void MlpSgdStep::step(int64_t step, double lr, StreamHandle stream) const {
   const Impl& m = *impl_;
@@ -199,10 +205,12 @@ void MlpSgdStep::step(int64_t step, double lr, StreamHandle stream) const {
     }
     // W_l has been read by its backward just above (stream order), so it may change now; layer
     // l - 1 then overwrites the same gradient buffer.
-    if (m.release == GradientRelease::in_backward) m.plans[static_cast<size_t>(l)].step(step, lr, options, nullptr, nullptr, stream);
+    if (m.release == GradientRelease::in_backward) {
+      m.plans[static_cast<size_t>(l)].step(step, lr, options, m.status + l, nullptr, stream);
+    }
     dy = dz;
   }
-  if (m.release == GradientRelease::after_backward) m.plans[0].step(step, lr, options, nullptr, nullptr, stream);
+  if (m.release == GradientRelease::after_backward) m.plans[0].step(step, lr, options, m.status, nullptr, stream);
 }
 
 size_t MlpSgdStep::device_bytes(const MlpShape& s, GradientRelease release) {
@@ -211,7 +219,7 @@ size_t MlpSgdStep::device_bytes(const MlpShape& s, GradientRelease release) {
   for (size_t bytes : sizes.pre_activations) total += padded(bytes);
   for (size_t bytes : sizes.activations) total += padded(bytes);
   total += 3 * padded(sizes.gradient_rotation) + padded(sizes.gradients) + padded(sizes.row_losses) +
-           padded(sizes.mean_loss);
+           padded(sizes.mean_loss) + padded(sizes.status);
   if (release == GradientRelease::after_backward) {
     total += plan_bytes(all_sizes(s));
   } else {

@@ -48,6 +48,11 @@ class MlpSgdStep {
   void step(int64_t step, double lr, StreamHandle stream) const;
   // The mean loss of the last step()'s forward, on the device.
   const float* loss_device() const;
+  // Skip flags of the last step() on the device, skip_flags() ints: after_backward one (1: the whole
+  // step was skipped for a NaN/Inf gradient), in_backward one per layer (1: layer l was left
+  // untouched), the semantics of reference::optim::MlpStepResult::skipped_layers.
+  const int* skipped_device() const;
+  int64_t skip_flags() const;
 
   // Device bytes the constructor allocates (activations, gradients, losses, workspaces, plan tables).
   static size_t device_bytes(const MlpShape& shape, GradientRelease release);

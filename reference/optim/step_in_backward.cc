@@ -27,7 +27,9 @@ struct LayerGradient {
   std::span<float> db() { return {values.data() + weights, values.size() - at(weights)}; }
 };
 
-void step_layers(const MlpShape& shape, const Hyper& hyper, int64_t step, double lr, std::span<float> params,
+// Steps `layers` together (one optimizer step over their tensors); false when it was skipped for a
+// non-finite gradient.
+bool step_layers(const MlpShape& shape, const Hyper& hyper, int64_t step, double lr, std::span<float> params,
                  std::span<float> momentum, const std::vector<int64_t>& layers, std::vector<std::optional<LayerGradient>>& grads) {
   TensorList list;
   if (hyper.momentum != 0.0) list.states_f32.resize(1);
@@ -44,9 +46,8 @@ void step_layers(const MlpShape& shape, const Hyper& hyper, int64_t step, double
       list.states_f32[0].push_back(slice(momentum, shape.bias_offset(l), b_count));
     }
   }
-  StepOptions options;
-  const StepReport report = gauge::reference::optim::step(hyper, Precision::fp32, Math::fp64, list, step, lr, options);
-  if (!report.applied) throw RuntimeFailure("mlp_sgd_step: the optimizer skipped the step: " + report.skipped_because);
+  StepOptions options;  // allow_nonfinite = false: a NaN/Inf gradient skips the step, untouched
+  return gauge::reference::optim::step(hyper, Precision::fp32, Math::fp64, list, step, lr, options).applied;
 }
 
 }  // namespace
@@ -121,15 +122,16 @@ MlpStepResult mlp_sgd_step(const MlpShape& shape, const Hyper& hyper, int64_t st
     h[at(l + 1)].reset();  // the output of layer l (the logits for the last) is no longer needed
     if (release == GradientRelease::in_backward) {
       // W_l was read by this layer's backward just above, so it may change now.
-      step_layers(shape, hyper, step, lr, params, momentum, {l}, grads);
+      if (!step_layers(shape, hyper, step, lr, params, momentum, {l}, grads)) result.skipped_layers.push_back(l);
       grads[at(l)].reset();
     }
   }
   if (release == GradientRelease::after_backward) {
     std::vector<int64_t> all;
     for (int64_t l = 0; l < L; ++l) all.push_back(l);
-    step_layers(shape, hyper, step, lr, params, momentum, all, grads);
+    if (!step_layers(shape, hyper, step, lr, params, momentum, all, grads)) result.skipped_layers = all;
   }
+  std::sort(result.skipped_layers.begin(), result.skipped_layers.end());
   return result;
 }
 

@@ -66,10 +66,19 @@ enum class GradientRelease : uint8_t {
 
 struct MlpStepResult {
   double loss = 0;  // before the step
+  // Layers left untouched (parameters and momentum) because a gradient they would be stepped with
+  // holds a NaN or +-Inf, in increasing order. after_backward is all or nothing: one non-finite
+  // gradient anywhere skips every layer, as one optimizer.step() over all parameters does.
+  // in_backward decides per layer, when that layer's gradient is complete: layers stepped before a
+  // later (closer to the input) layer shows a NaN cannot be taken back, as with PyTorch's per-parameter
+  // step hooks. A NaN in the forward pass poisons every gradient of this network, and both orders
+  // then skip every layer; they differ only when some gradients are finite and others are not.
+  std::vector<int64_t> skipped_layers;
 };
 
 // One step, in place on `params` and `momentum` (flat, MlpShape offsets). `hyper` must be SGD
-// (momentum may be 0); `step` is the optimizer step number (1: momentum buffer = gradient).
+// (momentum may be 0); `step` is the optimizer step number (1: momentum buffer = gradient). A
+// non-finite gradient skips layers as MlpStepResult says; it is reported, not an error.
 MlpStepResult mlp_sgd_step(const MlpShape& shape, const Hyper& hyper, int64_t step, double lr,
                            GradientRelease release, std::span<const float> x, std::span<const int32_t> labels,
                            std::span<float> params, std::span<float> momentum);

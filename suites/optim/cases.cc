@@ -354,6 +354,9 @@ CaseDecl declare(const CaseConfig& config) {
     return model;
   };
   decl.tolerance = [config](const Point& p) { return tolerance_rule(run_spec(config, p)); };
+  decl.output_tolerance = [config](const Point& p, const std::string& output) {
+    return tolerance_rule(run_spec(config, p), output);
+  };
   decl.inputs = [config](const Point& p, uint64_t seed) { return make_inputs(run_spec(config, p), seed); };
   decl.reference = [config](const Point& p, const std::vector<HostTensor>& in) { return reference_run(run_spec(config, p), in); };
   decl.prepare = GAUGE_CUDA_ONLY([config](const OptimizedArgs& a) { return optimized_prepare(config, a); });

@@ -102,6 +102,28 @@ TEST(StepInBackward, MeasuredPeakEqualsTheLedgerAndDropsByTheGradients) {
   }
 }
 
+// A NaN weight poisons the forward pass, so every gradient holds NaN: both orders report every layer
+// skipped and leave parameters and momenta bit for bit as they were (no exception: a skipped step is
+// a report, as the optimizer's own).
+TEST(StepInBackward, ANonFiniteGradientSkipsLayersAndIsReported) {
+  const MlpShape shape{.batch = 8, .features = 6, .hidden = 12, .classes = 4, .layers = 3};
+  for (GradientRelease release : {GradientRelease::after_backward, GradientRelease::in_backward}) {
+    Problem p = make_problem(shape, 5);
+    mlp_sgd_step(shape, sgd(), 1, 0.1, release, p.x, p.labels, p.params, p.momentum);  // momentum non-zero
+    p.params[static_cast<size_t>(shape.weight_offset(0))] = std::nanf("");
+    const std::vector<float> params_before = p.params, momentum_before = p.momentum;
+    const MlpStepResult r = mlp_sgd_step(shape, sgd(), 2, 0.1, release, p.x, p.labels, p.params, p.momentum);
+    EXPECT_TRUE(std::isnan(r.loss));
+    EXPECT_EQ(r.skipped_layers, (std::vector<int64_t>{0, 1, 2}));
+    EXPECT_EQ(0, std::memcmp(params_before.data(), p.params.data(), p.params.size() * 4));
+    EXPECT_EQ(0, std::memcmp(momentum_before.data(), p.momentum.data(), p.momentum.size() * 4));
+  }
+  Problem clean = make_problem(shape, 5);
+  EXPECT_TRUE(mlp_sgd_step(shape, sgd(), 1, 0.1, GradientRelease::in_backward, clean.x, clean.labels, clean.params,
+                           clean.momentum)
+                  .skipped_layers.empty());
+}
+
 TEST(StepInBackward, BadInputIsRejected) {
   const MlpShape shape{.batch = 4, .features = 3, .hidden = 5, .classes = 2, .layers = 2};
   Problem p = make_problem(shape, 1);
@@ -169,6 +191,56 @@ TEST(StepInBackwardGpu, BothOrdersBitIdenticalAndThePoolPeakDrops) {
   for (int64_t l = 0; l < shape.layers; ++l) largest = std::max(largest, 4 * (shape.out_of(l) * shape.in_of(l) + shape.out_of(l)));
   EXPECT_GE(peaks[0] - peaks[1], shape.gradient_bytes() - largest - 4096 * shape.layers)
       << "the fused step must not hold every gradient (pool peaks " << peaks[0] << " vs " << peaks[1] << ")";
+#endif
+}
+
+// The device reports skips as the reference does: a NaN weight makes every gradient NaN, every flag
+// is 1 and parameters and momenta are untouched; a clean step after it reports no skip.
+TEST(StepInBackwardGpu, ANonFiniteGradientSkipsLayersAndIsReported) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+  const MlpShape shape{.batch = 8, .features = 8, .hidden = 16, .classes = 4, .layers = 3};
+  const std::unique_ptr<gpu::Session> session = gpu::Session::open();
+  const auto stream = static_cast<cudaStream_t>(session->stream());
+  for (GradientRelease release : {GradientRelease::after_backward, GradientRelease::in_backward}) {
+    Problem p = make_problem(shape, 5);
+    session->begin_case();
+    auto upload = [&](const void* data, size_t bytes) {
+      void* d = session->workspace(bytes);
+      EXPECT_EQ(cudaMemcpyAsync(d, data, bytes, cudaMemcpyHostToDevice, stream), cudaSuccess);
+      return d;
+    };
+    auto* x = static_cast<float*>(upload(p.x.data(), p.x.size() * 4));
+    auto* labels = static_cast<int32_t*>(upload(p.labels.data(), p.labels.size() * 4));
+    auto* params = static_cast<float*>(upload(p.params.data(), p.params.size() * 4));
+    auto* momentum = static_cast<float*>(upload(p.momentum.data(), p.momentum.size() * 4));
+    const gauge::optimized::optim::MlpSgdStep step(session->blas_lt(), shape, sgd(), release, x, labels, params,
+                                                   momentum, [&](size_t bytes) { return session->workspace(bytes); },
+                                                   session->stream());
+    const auto flags = [&] {
+      std::vector<int> f(static_cast<size_t>(step.skip_flags()));
+      EXPECT_EQ(cudaMemcpyAsync(f.data(), step.skipped_device(), f.size() * sizeof(int), cudaMemcpyDeviceToHost, stream),
+                cudaSuccess);
+      session->synchronize();
+      return f;
+    };
+    EXPECT_EQ(step.skip_flags(), release == GradientRelease::in_backward ? shape.layers : 1);
+    step.step(1, 0.1, session->stream());
+    for (int f : flags()) EXPECT_EQ(f, 0);
+    const float nan = std::nanf("");
+    ASSERT_EQ(cudaMemcpyAsync(params + shape.weight_offset(0), &nan, 4, cudaMemcpyHostToDevice, stream), cudaSuccess);
+    std::vector<float> params_before(p.params.size()), momentum_before(p.params.size());
+    ASSERT_EQ(cudaMemcpyAsync(params_before.data(), params, p.params.size() * 4, cudaMemcpyDeviceToHost, stream), cudaSuccess);
+    ASSERT_EQ(cudaMemcpyAsync(momentum_before.data(), momentum, p.params.size() * 4, cudaMemcpyDeviceToHost, stream),
+              cudaSuccess);
+    step.step(2, 0.1, session->stream());
+    for (int f : flags()) EXPECT_EQ(f, 1);
+    std::vector<float> params_after(p.params.size()), momentum_after(p.params.size());
+    ASSERT_EQ(cudaMemcpy(params_after.data(), params, p.params.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(momentum_after.data(), momentum, p.params.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(0, std::memcmp(params_before.data(), params_after.data(), params_after.size() * 4));
+    EXPECT_EQ(0, std::memcmp(momentum_before.data(), momentum_after.data(), momentum_after.size() * 4));
+  }
 #endif
 }
 

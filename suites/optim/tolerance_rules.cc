@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -24,7 +25,22 @@ constexpr double kStore = 1.0;   // the reference's rounding of a stored value
 
 const double u = unit_roundoff(DType::f32);
 
+// Per stored quantity (by its output name: "params", then the state names of state_names(hyper)):
+// the largest magnitude bound over the run and the error bound at its end. The recursions report both
+// at every step, so a bound is the largest seen.
+struct QuantityBound {
+  double magnitude = 0.0;
+  double error = 0.0;
+};
 struct Propagation {
+  std::map<std::string, QuantityBound> quantities;
+  void see(const std::string& name, double magnitude_now, double error_now) {
+    QuantityBound& q = quantities[name];
+    q.magnitude = std::max(q.magnitude, magnitude_now);
+    q.error = std::max(q.error, error_now);
+  }
+  // The largest magnitude among the stored quantities and the gradients the update read, and the
+  // largest error: the point's single rule.
   double magnitude = 1.0;  // initial parameters are in [-1, 1)
   double error = 0.0;
   void see_magnitude(double m) { magnitude = std::max(magnitude, m); }
@@ -96,6 +112,8 @@ Propagation sgd(const RunSpec& s, const std::vector<double>& lrs, double eps_g) 
     // lr (scalar) * dir (multiply), the subtraction at P, the store at P.
     E_p += lr * E_dir + u * ((kScalar + kOp) * lr * R + kOp * P + kStore * P);
     out.see_magnitude(std::max({P, B, D}));
+    out.see("params", P, E_p);
+    if (mu != 0.0) out.see("momentum_buffer", B, E_buf);
   }
   out.see_error(std::max(E_p, E_buf));
   return out;
@@ -126,6 +144,8 @@ Propagation adagrad(const RunSpec& s, const std::vector<double>& lrs, double eps
     P += clr * K;
     E_p += clr * E_q + u * ((kScalar + kOp) * clr * K + kOp * P + kStore * P);  // clr * q, -, store
     out.see_magnitude(std::max({P, S, D}));
+    out.see("params", P, E_p);
+    out.see("sum", S, eps_sum * S + E_sum_abs);
   }
   out.see_error(std::max(E_p, eps_sum * S + E_sum_abs));
   return out;
@@ -184,6 +204,10 @@ Propagation rmsprop(const RunSpec& s, const std::vector<double>& lrs, double eps
       E_p += lr * E_q + u * ((kScalar + kOp) * lr * K + kOp * P + kStore * P);
     }
     out.see_magnitude(std::max({P, SQ, D, B}));
+    out.see("params", P, E_p);
+    out.see("square_avg", SQ, eps_sq * SQ + E_sq_abs);
+    if (mu > 0.0) out.see("momentum_buffer", B, E_buf);
+    if (h.centered) out.see("grad_avg", D, E_grad_avg);  // |grad_avg| <= (1 - alpha^t) max |d|
   }
   out.see_error(std::max({E_p, eps_sq * SQ + E_sq_abs, E_buf, E_grad_avg}));
   return out;
@@ -220,9 +244,17 @@ Propagation adam(const RunSpec& s, const std::vector<double>& lrs, double eps_g)
     P = P * decay + lr * K;
     // (AdamW: 1 - lr wd (scalar) * p (multiply)), the subtraction, the store.
     E_p = E_p * decay + lr * E_r + u * P * ((decoupled ? kScalar + kOp : 0.0) + kOp + kStore);
-    E_m = eps_m * D + E_dabs_max;
-    E_v = eps_v * D * D + 2.0 * D * E_dabs_max;
+    // |m| <= w1 max |d| and |v| <= w2 max d^2, with w = 1 - beta^t the moving averages' total weight;
+    // their errors are relative to those sizes, plus d's absolute error carried through the averages.
+    const double w1 = 1.0 - std::pow(h.beta1, static_cast<double>(t));
+    const double w2 = 1.0 - std::pow(h.beta2, static_cast<double>(t));
+    E_m = w1 * (eps_m * D + E_dabs_max);
+    E_v = w2 * (eps_v * D * D + 2.0 * D * E_dabs_max);
     out.see_magnitude(std::max({P, D, D * D}));
+    out.see("params", P, E_p);
+    out.see("exp_avg", w1 * D, E_m);
+    out.see("exp_avg_sq", w2 * D * D, E_v);
+    if (h.amsgrad) out.see("max_exp_avg_sq", w2 * D * D, E_v);  // a maximum of v's (exact): v's bounds
   }
   out.see_error(std::max({E_p, E_m, E_v}));
   return out;
@@ -243,36 +275,67 @@ Propagation propagate(const RunSpec& s) {
 
 }  // namespace
 
-ErrorBudget fp32_error_budget(const RunSpec& spec) {
-  const Propagation p = propagate(spec);
+namespace {
+
+ErrorBudget budget_of(const RunSpec& spec, double magnitude, double error, const std::string& what) {
   ErrorBudget budget;
-  budget.magnitude = p.magnitude;
-  budget.max_abs_error = p.error;
-  budget.roundings = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(p.error / (u * p.magnitude))));
+  budget.magnitude = magnitude;
+  budget.max_abs_error = error;
+  budget.roundings = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(error / (u * magnitude))));
   std::ostringstream why;
   why.precision(3);
-  why << gauge::optim::algorithm_name(spec.hyper.algorithm) << " fp32, " << spec.steps
-      << " steps: first-order propagation of per-operation roundings (suites/optim/tolerance_rules.h) gives "
+  why << gauge::optim::algorithm_name(spec.hyper.algorithm) << " fp32, " << spec.steps << " steps, " << what
+      << ": first-order propagation of per-operation roundings (suites/optim/tolerance_rules.h) gives "
       << budget.roundings << " u at magnitude M = " << budget.magnitude << "; rtol = u + gamma_" << budget.roundings
       << "(u), atol = rtol * M";
   budget.derivation = why.str();
   return budget;
 }
 
-ToleranceRule tolerance_rule(const RunSpec& spec) {
+// The master weights follow the parameters' recursion (bf16_master: the update runs on them).
+const QuantityBound& quantity(const Propagation& p, const std::string& output) {
+  const auto found = p.quantities.find(output == "master" ? "params" : output);
+  if (found == p.quantities.end()) throw std::logic_error("no error bound is derived for optimizer output '" + output + "'");
+  return found->second;
+}
+
+ToleranceRule rule_from(const RunSpec& spec, double magnitude, double error, const std::string& what) {
   if (spec.precision == Precision::fp32) {
-    const ErrorBudget budget = fp32_error_budget(spec);
+    const ErrorBudget budget = budget_of(spec, magnitude, error, what);
     ToleranceRule rule = tolerance::accumulation(DType::f32, DType::f32, budget.roundings, budget.magnitude);
     rule.derivation = budget.derivation;
     return rule;
   }
-  const double magnitude = propagate(spec).magnitude;
   std::ostringstream why;
   why.precision(3);
-  why << "no worse than twice the faithful fp32-math reference against the fp64-math truth (same storage "
-         "formats), plus one bf16 ulp at the magnitude bound "
+  why << what << ": no worse than twice the faithful fp32-math reference against the fp64-math truth (same "
+         "storage formats), plus one bf16 ulp at the magnitude bound "
       << magnitude << " for a store rounding the other way";
   return tolerance::faithful(2.0, 2.0 * unit_roundoff(DType::bf16) * magnitude, why.str());
+}
+
+}  // namespace
+
+ErrorBudget fp32_error_budget(const RunSpec& spec) {
+  const Propagation p = propagate(spec);
+  return budget_of(spec, p.magnitude, p.error, "every output");
+}
+
+ErrorBudget fp32_error_budget(const RunSpec& spec, const std::string& output) {
+  const Propagation p = propagate(spec);
+  const QuantityBound& q = quantity(p, output);
+  return budget_of(spec, q.magnitude, q.error, output);
+}
+
+ToleranceRule tolerance_rule(const RunSpec& spec) {
+  const Propagation p = propagate(spec);
+  return rule_from(spec, p.magnitude, p.error, "every output");
+}
+
+ToleranceRule tolerance_rule(const RunSpec& spec, const std::string& output) {
+  const Propagation p = propagate(spec);
+  const QuantityBound& q = quantity(p, output);
+  return rule_from(spec, q.magnitude, q.error, output);
 }
 
 ToleranceRule accumulation_tolerance_rule(const AccumulationSpec& spec) {

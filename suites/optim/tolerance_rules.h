@@ -57,11 +57,18 @@ struct ErrorBudget {
 };
 
 // Throws std::logic_error for a configuration no bound is derived for (centered RMSprop with coupled
-// weight decay; Adam with beta2 = 0).
+// weight decay; Adam with beta2 = 0). The first form bounds every output at once (the largest
+// magnitude, the largest error); the second one output by its name ("params", "master", or a state
+// of state_names(hyper)) with its own magnitude and error: a second moment of size g^2 is held to
+// errors at its own scale, not at the parameters'.
 ErrorBudget fp32_error_budget(const RunSpec& spec);
+ErrorBudget fp32_error_budget(const RunSpec& spec, const std::string& output);
 
-// The rule of a point: fp32 -> accumulation rule from fp32_error_budget; bf16 -> faithful rule.
+// The rule of a point (every output) and of one output: fp32 -> accumulation rule from
+// fp32_error_budget; bf16 -> faithful rule with one bf16 ulp at the magnitude bound. Cases judge each
+// output by its own rule (CaseDecl::output_tolerance).
 ToleranceRule tolerance_rule(const RunSpec& spec);
+ToleranceRule tolerance_rule(const RunSpec& spec, const std::string& output);
 
 // Gradient accumulation into fp32: the optimized side sums the k micro-batches in fp32 (k - 1
 // roundings, each at most u times a partial sum of |g_j|), multiplies by fp32(1/k) (the constant's

@@ -27,11 +27,13 @@ struct Verdict {
   std::string report;
 };
 
-Verdict judge(const std::vector<HostTensor>& actual, const std::vector<HostTensor>& truth, const ToleranceRule& rule) {
+// Each output under its own rule (tolerance_rule(spec, name), as the cases judge them).
+Verdict judge(const std::vector<HostTensor>& actual, const std::vector<HostTensor>& truth, const RunSpec& spec) {
   Verdict v;
   // A run with other options may keep fewer states; the outputs they share come first (params, ...).
   for (size_t i = 0; i < std::min(truth.size(), actual.size()); ++i) {
-    const Agreement a = compare(actual[i], truth[i], rule);
+    if (actual[i].name() != truth[i].name()) break;
+    const Agreement a = compare(actual[i], truth[i], tolerance_rule(spec, truth[i].name()));
     v.pass = v.pass && a.pass();
     if (!a.worst.empty()) v.used = std::max(v.used, a.worst.front().excess);
     if (!a.pass()) v.report += a.report();
@@ -62,14 +64,18 @@ TEST(Fp32Rule, PlainFp32MathStaysInsideTheBoundForEveryCase) {
       // arithmetic, and would make this test the slowest of the suite under the sanitizers).
       if (!point.quick || point.dim("n") >= 100'000) continue;
       const RunSpec spec = run_spec(config, point);
-      const ToleranceRule rule = tolerance_rule(spec);
       const std::vector<HostTensor> inputs = make_inputs(spec, inputs::kDefaultSeed);
-      const Verdict v = judge(run(spec, inputs, Math::fp32), run(spec, inputs, Math::fp64), rule);
-      EXPECT_TRUE(v.pass) << config.name << " " << point.label() << " under " << rule.describe() << "\n" << v.report;
-      const ErrorBudget budget = fp32_error_budget(spec);
-      std::printf("[  bound   ] %-24s %-9s D = %6lld u at M = %-7.3g: fp32 math used %5.1f%%\n", config.name.c_str(),
-                  spec.steps == 1 ? "1 step" : "100 steps", static_cast<long long>(budget.roundings), budget.magnitude,
-                  100.0 * v.used);
+      const std::vector<HostTensor> fp32 = run(spec, inputs, Math::fp32), truth = run(spec, inputs, Math::fp64);
+      const Verdict v = judge(fp32, truth, spec);
+      EXPECT_TRUE(v.pass) << config.name << " " << point.label() << "\n" << v.report;
+      for (size_t i = 0; i < truth.size(); ++i) {
+        const ErrorBudget budget = fp32_error_budget(spec, truth[i].name());
+        const Agreement a = compare(fp32[i], truth[i], tolerance_rule(spec, truth[i].name()));
+        std::printf("[  bound   ] %-24s %-9s %-15s D = %6lld u at M = %-7.3g: fp32 math used %5.1f%%\n",
+                    config.name.c_str(), spec.steps == 1 ? "1 step" : "100 steps", truth[i].name().c_str(),
+                    static_cast<long long>(budget.roundings), budget.magnitude,
+                    100.0 * (a.worst.empty() ? 0.0 : a.worst.front().excess));
+      }
       ++checked;
     }
   }
@@ -86,7 +92,7 @@ void expect_rejected(const std::string& case_name, int64_t steps, const std::str
   make_mistake(wrong);
   const std::vector<HostTensor> inputs = make_inputs(spec, inputs::kDefaultSeed);
   const std::vector<HostTensor> wrong_inputs = make_inputs(wrong, inputs::kDefaultSeed);  // same values
-  const Verdict v = judge(run(wrong, wrong_inputs, Math::fp32), run(spec, inputs, Math::fp64), tolerance_rule(spec));
+  const Verdict v = judge(run(wrong, wrong_inputs, Math::fp32), run(spec, inputs, Math::fp64), spec);
   EXPECT_FALSE(v.pass) << case_name << ": " << mistake << " passed the rule (used " << 100.0 * v.used << "%)";
   std::printf("[ rejects  ] %-24s %-44s at %8.3g x the bound\n", case_name.c_str(), mistake.c_str(), v.used);
 }
@@ -103,6 +109,47 @@ TEST(Fp32Rule, RejectsRunsWithMistakes) {
   expect_rejected("rmsprop_fp32", 100, "not centered", [](RunSpec& s) { s.hyper.centered = false; });
   expect_rejected("adagrad_fp32", 100, "lr_decay ignored", [](RunSpec& s) { s.hyper.lr_decay = 0.0; });
   expect_rejected("adamw_fp32", 100, "warm-up one step shorter", [](RunSpec& s) { s.schedule.warmup_steps -= 1; });
+}
+
+// Per-output rules are at each quantity's own scale: Adam's second moment (of size g^2) is held to a
+// smaller absolute error than the parameters, and no output's rule is looser than the point's.
+TEST(Fp32Rule, EachOutputHasItsOwnScale) {
+  for (const char* name : {"adamw_fp32", "adam_amsgrad_l2_fp32", "rmsprop_fp32", "sgd_fp32", "adagrad_fp32"}) {
+    const CaseConfig& config = case_config(name);
+    const RunSpec spec = run_spec(config, quick_point(config, 100));
+    const ToleranceRule whole = tolerance_rule(spec);
+    std::vector<std::string> outputs = {"params"};
+    for (const std::string& s : gauge::optim::state_names(spec.hyper)) outputs.push_back(s);
+    for (const std::string& output : outputs) {
+      const ToleranceRule own = tolerance_rule(spec, output);
+      EXPECT_LE(own.atol, whole.atol * (1 + 1e-12)) << name << " " << output;
+      EXPECT_NE(own.describe().find(output), std::string::npos) << own.describe();
+    }
+  }
+  const CaseConfig& adamw = case_config("adamw_fp32");
+  const RunSpec spec = run_spec(adamw, quick_point(adamw, 100));
+  EXPECT_LT(tolerance_rule(spec, "exp_avg_sq").atol, tolerance_rule(spec, "params").atol);
+  EXPECT_THROW(tolerance_rule(spec, "momentum_buffer"), std::logic_error) << "AdamW keeps no momentum buffer";
+}
+
+// An error only the second moment carries (Adam's v off by 0.01 % after one step, as from a
+// mis-rounded 1 - beta2): its own rule, at v's scale (1 - beta2) g^2 <= 1e-3, rejects it; the point's
+// single rule, at the parameters' scale 1, could not see it.
+TEST(Fp32Rule, ASecondMomentErrorIsCaughtAtItsOwnScale) {
+  const CaseConfig& config = case_config("adamw_fp32");
+  const RunSpec spec = run_spec(config, quick_point(config, 1));
+  const std::vector<HostTensor> inputs = make_inputs(spec, inputs::kDefaultSeed);
+  std::vector<HostTensor> fp32 = run(spec, inputs, Math::fp32);
+  const std::vector<HostTensor> truth = run(spec, inputs, Math::fp64);
+  size_t v = 0;
+  while (truth[v].name() != "exp_avg_sq") ++v;
+  for (float& x : fp32[v].view<float>()) x *= 1.0001f;
+  const Agreement own = compare(fp32[v], truth[v], tolerance_rule(spec, "exp_avg_sq"));
+  const Agreement whole = compare(fp32[v], truth[v], tolerance_rule(spec));
+  EXPECT_FALSE(own.pass()) << own.report();
+  EXPECT_TRUE(whole.pass()) << "the single rule was expected to be too loose to see it: " << whole.report();
+  std::printf("[ v +0.01%% ] own rule: %.3g x the bound; the point's single rule: %.3g x\n",
+              own.worst.empty() ? 0.0 : own.worst.front().excess, whole.worst.empty() ? 0.0 : whole.worst.front().excess);
 }
 
 TEST(Fp32Rule, DerivationIsRecorded) {
