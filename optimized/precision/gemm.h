@@ -54,8 +54,9 @@ class GemmPlan {
 };
 
 // For case declarations. Inputs: a [M,K], b [N,K] (and for fp8 a_scale, b_scale: f32 [1]); output 0 is
-// D [M,N] in the output dtype. Shapes and dtypes are checked (UsageError).
-std::shared_ptr<void> prepare_gemm(const OptimizedArgs& args);
+// D [M,N] in the output dtype. Shapes and dtypes are checked (UsageError). fp8_fast_accumulation as
+// in GemmTypes (the tensors' dtypes give the rest).
+std::shared_ptr<void> prepare_gemm(const OptimizedArgs& args, bool fp8_fast_accumulation = false);
 void run_gemm(const OptimizedArgs& args);  // args.prepared from prepare_gemm
 
 }  // namespace gauge::optimized::precision

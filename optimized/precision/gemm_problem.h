@@ -28,6 +28,10 @@ struct GemmTypes {
   DType a = DType::f32;
   DType b = DType::f32;
   DType out = DType::f32;
+  // fp8 only: cuBLASLt's FAST_ACCUM. Off, the tensor cores' partial sums are promoted to fp32 at
+  // intervals; on, they stay in the tensor cores' narrower accumulator for the whole K loop (faster,
+  // less accurate: the case's tolerance says by how much).
+  bool fp8_fast_accumulation = false;
 };
 
 // How the products are formed and summed on the device.
@@ -44,7 +48,7 @@ inline bool is_fp8(DType t) { return t == DType::e4m3 || t == DType::e5m2; }
 inline std::string describe_gemm(const GemmShape& s, const GemmTypes& t) {
   return "M=" + std::to_string(s.m) + " N=" + std::to_string(s.n) + " K=" + std::to_string(s.k) + " " +
          std::string(dtype_name(t.a)) + " x " + std::string(dtype_name(t.b)) + " -> " +
-         std::string(dtype_name(t.out));
+         std::string(dtype_name(t.out)) + (t.fp8_fast_accumulation ? " (fast accumulation)" : "");
 }
 
 // The supported combinations, or UsageError with one line:
@@ -59,6 +63,9 @@ inline GemmMath validate_gemm(const GemmShape& s, const GemmTypes& t) {
                       " (supported: f32 x f32 -> f32, tf32 x tf32 -> f32, f16 x f16 -> f16|f32, bf16 x bf16 -> "
                       "bf16|f32, fp8 (e4m3 x e4m3, e4m3 x e5m2, e5m2 x e4m3) -> bf16|f16|f32)");
   };
+  if (t.fp8_fast_accumulation && !(is_fp8(t.a) && is_fp8(t.b))) {
+    throw UsageError("fast accumulation applies to fp8 GEMMs only, not " + describe_gemm(s, t));
+  }
   if (is_fp8(t.a) && is_fp8(t.b)) {
     if (t.a == DType::e5m2 && t.b == DType::e5m2) {
       throw UsageError("e5m2 x e5m2 GEMM is not supported (cuBLASLt's fp8 kernels need an e4m3 operand): " +

@@ -170,7 +170,8 @@ const gauge::CaseDecl& gemm_case(const std::string& name) {
 }
 
 const char* const kGemmCases[] = {"gemm_f32",           "gemm_tf32",           "gemm_f16",          "gemm_bf16",
-                                  "gemm_e4m3_e4m3_bf16", "gemm_e4m3_e5m2_bf16", "gemm_e4m3_e4m3_f32"};
+                                  "gemm_e4m3_e4m3_bf16", "gemm_e4m3_e5m2_bf16", "gemm_e4m3_e4m3_f32",
+                                  "gemm_e4m3_e4m3_bf16_fast_accum"};
 
 // The faithful reference is an fp32-accumulated sum rounded once: within u(out) + gamma_K(u(fp32))
 // of the truth, at magnitude E sum|a b| = K/4 (tolerance::accumulation).
@@ -249,6 +250,10 @@ TEST(GemmProblem, BadDtypesAndShapesAreUsageErrors) {
             std::string::npos);
   EXPECT_NE(usage_error([&] { validate_gemm({0, 48, 64}, {DType::f32, DType::f32, DType::f32}); }).find("positive"),
             std::string::npos);
+  EXPECT_NE(usage_error([&] { validate_gemm(s, {DType::bf16, DType::bf16, DType::bf16, true}); })
+                .find("fast accumulation applies to fp8 GEMMs only"),
+            std::string::npos);
+  EXPECT_EQ(validate_gemm(s, {DType::e4m3, DType::e4m3, DType::bf16, true}), GemmMath::fp8_tensor);
   EXPECT_NE(usage_error([&] { gemm_shape_of({4, 8}, {5, 9}, {4, 5}); }).find("inner dimensions differ"),
             std::string::npos);
   EXPECT_NE(usage_error([&] { gemm_shape_of({4, 8}, {5, 8}, {5, 4}); }).find("must be [M,N] = [4, 5]"),
@@ -416,6 +421,10 @@ TEST(GemmCases, TensorCoreAtolIsDerivedFromTheDepth) {
   const gauge::CaseDecl& fp8 = gemm_case("gemm_e4m3_e4m3_f32");
   EXPECT_DOUBLE_EQ(fp8.tolerance(fp8.points.front()).atol,
                    (gauge::tolerance::gamma(4, 0x1.0p-13) + gauge::tolerance::gamma(3, 0x1.0p-24)) * 272.0 / 4.0);
+  // Fast accumulation: ceil(272 / 32) = 9 MMA steps truncated to ~14 bits, no fp32 promotion: looser.
+  const gauge::CaseDecl& fast = gemm_case("gemm_e4m3_e4m3_bf16_fast_accum");
+  EXPECT_DOUBLE_EQ(fast.tolerance(fast.points.front()).atol, gauge::tolerance::gamma(9, 0x1.0p-13) * 272.0 / 4.0);
+  EXPECT_GT(fast.tolerance(fast.points.front()).atol, fp8.tolerance(fp8.points.front()).atol);
 }
 
 // ---- GPU: every configuration end to end, through the harness --------------------------------------
