@@ -118,6 +118,13 @@ constexpr int64_t pointwise_blocks(int64_t n, int vector) {
   return std::clamp<int64_t>(ceil_div(ceil_div(n, vector), kPointwiseThreads), 1, kPointwiseMaxBlocks);
 }
 
+// Rows copied from one vector (Linear with in == 0: y = bias broadcast): 16-byte steps when every row
+// starts 16-byte aligned (cols a multiple of the vector width), single elements otherwise.
+constexpr int broadcast_vector(int64_t cols, size_t element_bytes) {
+  const int v = vector_width(element_bytes);
+  return cols % v == 0 ? v : 1;
+}
+
 // Softmax cross-entropy: one block per row; 256 threads for wide rows, 128 below 2048 classes.
 constexpr int softmax_threads(int64_t classes) { return classes >= 2048 ? 256 : 128; }
 

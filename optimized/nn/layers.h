@@ -61,6 +61,9 @@ using gauge::reference::nn::NormShape;
 // Backward: dx = dy W (storage), dw = dy^T x (fp32), dbias = column sums of dy (fp32, deterministic
 // two-stage reduction). fp32 storage computes in true fp32 (CUBLAS_COMPUTE_32F, no TF32); bf16/fp16
 // storage uses tensor cores with fp32 accumulation.
+// in == 0 (no input features) is a valid layer, as in the reference: y = bias broadcast over the rows
+// (zeros without a bias), dbias = column sums of dy, and dx [rows, 0], dw [out, 0] have no elements;
+// x and w may then be null. No cuBLASLt call is made for it (no k = 0 matmul).
 class LinearPlan {
  public:
   // Creates the cuBLASLt descriptors and picks algorithms (host only; no device work). UsageError for

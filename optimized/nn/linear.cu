@@ -7,6 +7,9 @@
 // CUDA cores (~67 TFLOP/s: ~4 ms), chosen over TF32 so that the fp32 accumulation rule holds.
 // Compute-bound: arithmetic intensity 2 m n k / (bytes (m k + k n + m n)) ~ 1365 flop/B at 4096^3 bf16.
 // dbias reads dy once more (columns.cu): +rows out elements of traffic, ~1% of the backward's time.
+// in == 0 (no input features): y = bias broadcast over the rows (or 0), no matmul; a 16-byte copy per
+// thread step, memory-bound: 8192 x 4096 bf16 writes 67 MB -> 20 us at 3.35 TB/s. Its backward is
+// dbias alone (dx and dw have no elements).
 //
 // Layout: the row-major [rows, in] x and [out, in] w are cuBLASLt's column-major x^T [in, rows] and
 // w^T [in, out]:
@@ -16,6 +19,9 @@
 // The bias rides the BIAS epilogue (a vector of m = out elements, in the storage dtype: cuBLASLt's
 // default bias type is D's). dw is written in fp32 straight from the fp32 accumulators (for fp32 master
 // weights); dbias is the deterministic column sum of dy.
+// cuBLASLt is never asked for k = 0 (in == 0): its documentation (cublasLt.h, the cuBLAS guide) defines
+// no k = 0 matmul and says nothing of the BIAS epilogue over an empty product, so that shape is served
+// here: y = bias broadcast (bit copies: an empty sum plus the bias is the bias) or zeros.
 #include <cublasLt.h>
 
 #include <string>
@@ -135,6 +141,39 @@ struct Gemm {
   }
 };
 
+// y[r, :] = bias for every row, as raw bits (Word: the element's size; V words per 16-byte step or
+// one per step on the scalar path, when rows do not all start 16-byte aligned).
+template <class Word, int V>
+__global__ void __launch_bounds__(launch::kPointwiseThreads)
+    broadcast_rows_kernel(const Word* __restrict__ bias, Word* __restrict__ y, int64_t vectors, int64_t cols) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t v = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; v < vectors; v += stride) {
+    const int64_t i = v * V;
+    if constexpr (V * sizeof(Word) == 16) {
+      // cols % V == 0 on this path: the vector stays inside one row and its bias slice is 16-byte aligned.
+      *reinterpret_cast<uint4*>(y + i) = *reinterpret_cast<const uint4*>(bias + i % cols);
+    } else {
+      y[i] = bias[i % cols];
+    }
+  }
+}
+
+template <class Word>
+void launch_broadcast_rows(int64_t rows, int64_t cols, const void* bias, void* y, cudaStream_t stream) {
+  constexpr int kV = launch::vector_width(sizeof(Word));
+  const int v = launch::broadcast_vector(cols, sizeof(Word));
+  const int64_t vectors = rows * cols / v;
+  const auto blocks = static_cast<unsigned>(launch::pointwise_blocks(rows * cols, v));
+  const auto* b = static_cast<const Word*>(bias);
+  auto* out = static_cast<Word*>(y);
+  if (v == kV) {
+    broadcast_rows_kernel<Word, kV><<<blocks, launch::kPointwiseThreads, 0, stream>>>(b, out, vectors, cols);
+  } else {
+    broadcast_rows_kernel<Word, 1><<<blocks, launch::kPointwiseThreads, 0, stream>>>(b, out, vectors, cols);
+  }
+  detail::check_launch("linear forward: bias broadcast (in == 0)");
+}
+
 }  // namespace
 
 struct LinearPlan::Impl {
@@ -142,7 +181,8 @@ struct LinearPlan::Impl {
   LinearShape shape;
   DType storage = DType::f32;
   bool has_bias = false;
-  bool empty = false;  // rows == 0 or out == 0: nothing to multiply
+  bool empty = false;      // rows == 0 or out == 0: nothing to multiply
+  bool no_inputs = false;  // in == 0 (and not empty): y = bias, dbias = column sums of dy, no matmul
   Gemm forward, backward_dx, backward_dw;
   size_t lt_bytes = 0;       // cuBLASLt workspace, rounded up to 256 B
   size_t partial_bytes = 0;  // dbias partials
@@ -163,7 +203,11 @@ LinearPlan::LinearPlan(cublasLtContext* handle, const LinearShape& shape, DType 
   p.has_bias = has_bias;
   p.empty = shape.rows == 0 || shape.out == 0;
   if (p.empty) return;
-  if (shape.in == 0) throw UsageError("LinearPlan: in is 0 (cuBLASLt needs k >= 1)");
+  if (shape.in == 0) {
+    p.no_inputs = true;
+    p.partial_bytes = column_sum_workspace_bytes(shape.rows, shape.out);
+    return;
+  }
   const cudaDataType_t t = cuda_type(storage);
   const int64_t rows = shape.rows, in = shape.in, out = shape.out;
   p.forward.build(handle, CUBLAS_OP_T, CUBLAS_OP_N, t, in, out, t, in, rows, t, out, rows, has_bias, "linear forward");
@@ -187,7 +231,8 @@ void LinearPlan::forward(const void* x, const void* w, const void* bias, void* y
   constexpr const char* kName = "linear forward";
   const Impl& p = *impl_;
   if (p.empty) return;
-  if (x == nullptr || w == nullptr || y == nullptr) throw UsageError("linear forward: null x, w or y");
+  // With in == 0, x and w have no elements (null is fine).
+  if (y == nullptr || (!p.no_inputs && (x == nullptr || w == nullptr))) throw UsageError("linear forward: null x, w or y");
   if (p.has_bias != (bias != nullptr)) {
     throw UsageError(std::string("linear forward: the plan was made ") + (p.has_bias ? "with" : "without") +
                      " a bias, the call passes " + (bias != nullptr ? "one" : "none"));
@@ -197,8 +242,22 @@ void LinearPlan::forward(const void* x, const void* w, const void* bias, void* y
                                   {"workspace", static_cast<const void*>(workspace)}}) {
     detail::require_aligned(kName, name, ptr);
   }
+  const auto st = static_cast<cudaStream_t>(stream);
+  if (p.no_inputs) {
+    const int64_t rows = p.shape.rows, out = p.shape.out;
+    if (!p.has_bias) {
+      // The empty sum: +0 in every storage format is all-zero bits.
+      detail::check_cuda(cudaMemsetAsync(y, 0, static_cast<size_t>(rows * out) * dtype_size(p.storage), st),
+                         "linear forward: zero y (in == 0)");
+    } else if (dtype_size(p.storage) == 4) {
+      launch_broadcast_rows<uint32_t>(rows, out, bias, y, st);
+    } else {
+      launch_broadcast_rows<uint16_t>(rows, out, bias, y, st);
+    }
+    return;
+  }
   if (p.has_bias) set(p.forward.desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias, "set BIAS_POINTER");
-  p.forward.run(p.handle, w, x, y, workspace, static_cast<cudaStream_t>(stream), "cublasLtMatmul (linear forward)");
+  p.forward.run(p.handle, w, x, y, workspace, st, "cublasLtMatmul (linear forward)");
 }
 
 void LinearPlan::backward(const void* x, const void* w, const void* dy, void* dx, float* dw, float* dbias,
@@ -217,6 +276,17 @@ void LinearPlan::backward(const void* x, const void* w, const void* dy, void* dx
       detail::check_cuda(cudaMemsetAsync(dx, 0, static_cast<size_t>(p.shape.rows * p.shape.in) * dtype_size(p.storage), st),
                          "linear backward: zero dx");
     }
+    return;
+  }
+  if (p.no_inputs) {
+    // in == 0: dx [rows, 0] and dw [out, 0] have no elements; dbias is all there is.
+    if (dbias == nullptr) return;
+    if (dy == nullptr || workspace == nullptr) throw UsageError("linear backward: null dy or workspace");
+    for (const auto& [name, ptr] : {std::pair{"dy", dy}, {"dbias", static_cast<const void*>(dbias)},
+                                    {"workspace", static_cast<const void*>(workspace)}}) {
+      detail::require_aligned(kName, name, ptr);
+    }
+    column_sum(p.shape.rows, p.shape.out, p.storage, dy, dbias, workspace, stream);
     return;
   }
   if (dy == nullptr) throw UsageError("linear backward: null dy");

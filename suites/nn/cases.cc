@@ -10,13 +10,31 @@
 // - accumulation(out, acc, depth, magnitude) for everything that sums;
 // - faithful (no worse than twice a plain fp32 / bf16 reference) where cancellation makes a relative
 //   bound meaningless (activation derivatives near their zeros) or the output is bf16 after an fp32 sum.
+//
+// bf16 points (issue #3: the layers checked in the precision the GPU bf16 recipe runs them in) store
+// activations, their gradients and the weights a layer reads in bf16; math, statistics and parameter
+// gradients stay fp32. Outputs then differ in format, so those points judge each output by its own
+// rule (CaseDecl::output_tolerance):
+// - a bf16 output after fp32 math: faithful, factor 2, against the fp64 truth computed from the same
+//   bf16 inputs; the faithful reference is a plain fp32 evaluation in index order from the bf16 inputs,
+//   rounded once to bf16 where the kernel rounds (its store), written here and sharing nothing with
+//   optimized/;
+// - an fp32 output (statistics, dW, dbias, dgamma, dbeta, losses): the accumulation rule with the real
+//   depth. bf16 values are exact fp32 values and bf16 x bf16 products are exact in fp32 (8 + 8
+//   significand bits), so only the fp32 roundings count, as in the f32 points.
+// Every bf16 point also carries a plain fp32 evaluation of its fp32 outputs in the faithful slot (not
+// used by the accumulation rule): points_test.cc checks that it meets the rule, i.e. that the rule can
+// be met by straightforward fp32 code and is not loose by construction of a wrong reference.
+#include <algorithm>
 #include <cmath>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "harness/case.h"
 #include "harness/inputs.h"
+#include "optimized/nn/launch.h"  // plain C++: the column-sum plan, for the device-memory model
 #include "reference/nn/layers.h"
 #include "reference/precision/casts.h"
 #if GAUGE_HAS_CUDA
@@ -58,6 +76,32 @@ mem::HostVector<float> values(const HostTensor& t) {
   return v;
 }
 
+// The same without a copy of f32 tensors: a view of an f32 tensor, a converted (counted) copy of a bf16
+// one, so that f32 points measure no conversion buffer.
+class Fp32Values {
+ public:
+  explicit Fp32Values(const HostTensor& t) {
+    if (t.dtype() == DType::f32) {
+      view_ = t.view<float>();
+      return;
+    }
+    copy_.resize(static_cast<size_t>(t.numel()));
+    precision::cast_bf16_to_f32(t.view<uint16_t>(), copy_);
+    view_ = copy_;
+  }
+  Fp32Values(const Fp32Values&) = delete;
+  Fp32Values& operator=(const Fp32Values&) = delete;
+
+  operator std::span<const float>() const { return view_; }
+  const float* data() const { return view_.data(); }
+  size_t size() const { return view_.size(); }
+  float operator[](size_t i) const { return view_[i]; }
+
+ private:
+  mem::HostVector<float> copy_;
+  std::span<const float> view_;
+};
+
 // fp32 values stored as `dtype` (bf16: one round to nearest even).
 HostTensor stored(const std::string& name, Shape shape, DType dtype, std::span<const float> v) {
   HostTensor t(name, dtype, std::move(shape));
@@ -71,6 +115,22 @@ HostTensor stored(const std::string& name, Shape shape, DType dtype, std::span<c
 
 HostTensor f32_tensor(const std::string& name, Shape shape, std::span<const float> v) {
   return stored(name, std::move(shape), DType::f32, v);
+}
+
+size_t at(int64_t i) { return static_cast<size_t>(i); }
+
+// The rule of an fp32 output of a bf16 point, with why its depth and magnitude are what they are.
+ToleranceRule fp32_output_rule(int64_t depth, double magnitude, const std::string& why) {
+  ToleranceRule rule = tolerance::accumulation(DType::f32, DType::f32, depth, magnitude);
+  rule.derivation += "; " + why;
+  return rule;
+}
+
+ToleranceRule bf16_output_rule(const std::string& what) {
+  return tolerance::faithful(2.0, 0.0,
+                             "bf16 output of fp32 math: no worse than twice a plain fp32 evaluation in index order from "
+                             "the bf16 inputs, rounded once to bf16 where the kernel stores, against the fp64 truth; " +
+                                 what);
 }
 
 HostTensor labels_tensor(int64_t rows, int64_t classes, uint64_t seed) {
@@ -128,10 +188,14 @@ std::shared_ptr<void> prepare_linear(const OptimizedArgs& a, DType storage) {
 // Inputs uniform in [-1, 1): |x w| <= 1 per product, so sum_i |x_i w_i| + |b| <= in + 1 bounds every
 // forward sum (magnitude), depth in + 1. Backward: dx sums `out` products, dw and dbias `rows`, each
 // product <= 1 in magnitude.
+// in == 0 is a Linear without input features: y = bias broadcast (an empty sum plus the bias), dx and
+// dw have no elements, dbias = column sums of dy; the harness carries the zero-size tensors through.
 
 const std::vector<ShapeSpec> kLinearShapes = {
     {{{"rows", 64}, {"in", 96}, {"out", 80}}, true},
     {{{"rows", 1}, {"in", 33}, {"out", 17}}, true},  // one row, odd sizes
+    {{{"rows", 16}, {"in", 0}, {"out", 24}}, true},  // no input features: 16-byte bias broadcast
+    {{{"rows", 3}, {"in", 0}, {"out", 17}}, true},   // no input features, ragged rows: scalar broadcast
     {{{"rows", 2048}, {"in", 2048}, {"out", 2048}}, false},
 };
 
@@ -149,24 +213,74 @@ mem::HostVector<float> linear_forward_fp32_accumulation(const ref::LinearShape& 
   return y;
 }
 
+// The faithful low-precision backward: every sum in fp32 in index order (dx over o, dw and dbias over
+// r), from the same (bf16) values; the caller rounds dx to its storage, dw and dbias stay fp32.
+struct LinearGradientsFp32 {
+  mem::HostVector<float> dx, dw, dbias;
+};
+LinearGradientsFp32 linear_backward_fp32_accumulation(const ref::LinearShape& s, std::span<const float> x,
+                                                      std::span<const float> w, std::span<const float> dy) {
+  LinearGradientsFp32 g{mem::HostVector<float>(at(s.rows * s.in)), mem::HostVector<float>(at(s.out * s.in)),
+                        mem::HostVector<float>(at(s.out))};
+  // Row accumulators walk contiguous memory; each element's sum still runs in index order.
+  for (int64_t r = 0; r < s.rows; ++r) {
+    float* dxr = g.dx.data() + r * s.in;
+    std::fill(dxr, dxr + s.in, 0.0f);
+    for (int64_t o = 0; o < s.out; ++o) {
+      const float d = dy[at(r * s.out + o)];
+      const float* wo = w.data() + o * s.in;
+      for (int64_t i = 0; i < s.in; ++i) dxr[i] += d * wo[i];
+    }
+  }
+  std::fill(g.dw.begin(), g.dw.end(), 0.0f);
+  std::fill(g.dbias.begin(), g.dbias.end(), 0.0f);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const float* xr = x.data() + r * s.in;
+    for (int64_t o = 0; o < s.out; ++o) {
+      const float d = dy[at(r * s.out + o)];
+      float* dwo = g.dw.data() + o * s.in;
+      for (int64_t i = 0; i < s.in; ++i) dwo[i] += d * xr[i];
+      g.dbias[at(o)] += d;
+    }
+  }
+  return g;
+}
+
+// The plan's device scratch (LinearPlan::workspace_bytes, one block for forward and backward):
+// cuBLASLt's workspace, at most its 32 MiB cap, when there is a matmul, and the dbias column-sum
+// partials.
+int64_t linear_scratch(const ref::LinearShape& s) {
+  if (s.rows == 0 || s.out == 0) return 0;
+  const int64_t chunks = std::max(optimized::nn::launch::column_plan(s.rows, s.out, 4).chunks,
+                                  optimized::nn::launch::column_plan(s.rows, s.out, 2).chunks);
+  return (s.in > 0 ? (int64_t{32} << 20) : 0) + 4 * chunks * s.out;
+}
+
+CostModel linear_forward_model(const Point& p) {
+  const auto s = linear_shape(p);
+  const double e = bytes_of(p.dtype);
+  CostModel m;
+  m.flops = 2.0 * static_cast<double>(s.rows * s.in * s.out);
+  m.bytes = e * static_cast<double>(s.rows * s.in + s.out * s.in + s.out + s.rows * s.out);
+  // Without input features the layer is a broadcast of the bias: a store stream, no matmul.
+  m.bound = s.in > 0 ? Bound::compute : Bound::memory;
+  m.math_dtype = p.dtype;
+  // Host: the inputs, the fp32 truth (a buffer and its tensor); for bf16 also the inputs' fp32 values,
+  // the fp32 faithful sums and their bf16 rounding.
+  const int64_t inputs = s.rows * s.in + s.out * s.in + s.out, outputs = s.rows * s.out;
+  const auto element = static_cast<int64_t>(dtype_size(p.dtype));
+  const int64_t narrow = p.dtype == DType::f32 ? 0 : 1;
+  m.predicted_host_peak_bytes = element * inputs + 8 * outputs + narrow * (4 * inputs + 6 * outputs);
+  m.predicted_device_peak_bytes = static_cast<int64_t>(m.bytes) + linear_scratch(s);
+  return m;
+}
+
 [[maybe_unused]] const bool linear_forward_registered = register_case({
     .suite = "nn",
     .name = "linear_forward",
     .description = "y = x W^T + b (cuBLASLt, bias epilogue); fp32 in true fp32, bf16 on tensor cores with fp32 accumulation",
     .points = points(kLinearShapes, {DType::f32, DType::bf16}),
-    .model =
-        [](const Point& p) {
-          const auto s = linear_shape(p);
-          const double e = bytes_of(p.dtype);
-          CostModel m;
-          m.flops = 2.0 * static_cast<double>(s.rows * s.in * s.out);
-          m.bytes = e * static_cast<double>(s.rows * s.in + s.out * s.in + s.out + s.rows * s.out);
-          m.bound = Bound::compute;
-          m.math_dtype = p.dtype;
-          m.predicted_host_peak_bytes = static_cast<int64_t>(m.bytes) + 4 * (s.rows * s.out) * (p.dtype == DType::f32 ? 1 : 2);
-          m.predicted_device_peak_bytes = static_cast<int64_t>(m.bytes) + (int64_t{32} << 20);
-          return m;
-        },
+    .model = linear_forward_model,
     .tolerance =
         [](const Point& p) {
           const int64_t in = p.dim("in");
@@ -185,7 +299,7 @@ mem::HostVector<float> linear_forward_fp32_accumulation(const ref::LinearShape& 
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
           const auto s = linear_shape(p);
-          const auto x = values(in[0]), w = values(in[1]), b = values(in[2]);
+          const Fp32Values x(in[0]), w(in[1]), b(in[2]);
           mem::HostVector<float> y(static_cast<size_t>(s.rows * s.out));
           ref::linear_forward(s, x, w, b, y);
           ReferenceResult r;
@@ -203,45 +317,77 @@ mem::HostVector<float> linear_forward_fp32_accumulation(const ref::LinearShape& 
     .prepare = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) { return prepare_linear(a, a.point.dtype); }),
 });
 
+// f32: one rule for the three outputs, at the deeper of the two sums. bf16 (x, w, dy, dx in bf16; dw,
+// dbias fp32 from the fp32 accumulators): dx is a bf16 output (faithful); dw and dbias are fp32 sums of
+// `rows` exact products (bf16 x bf16 fits fp32), each <= 1 in magnitude: depth rows, magnitude rows.
+ToleranceRule linear_backward_rule(const Point& p, const std::string& output) {
+  if (p.dtype == DType::f32) {
+    const int64_t depth = std::max(p.dim("rows"), p.dim("out"));
+    return tolerance::accumulation(DType::f32, DType::f32, depth, static_cast<double>(depth));
+  }
+  if (output == "dx") return bf16_output_rule("dx sums `out` exact products in fp32, rounded once at the store");
+  const int64_t rows = std::max<int64_t>(p.dim("rows"), 1);
+  if (output == "dw") {
+    return fp32_output_rule(rows, static_cast<double>(rows),
+                            "dw sums `rows` products of bf16 values (exact in fp32), each <= 1 in magnitude, in the "
+                            "fp32 cuBLASLt accumulators: depth and magnitude rows");
+  }
+  return fp32_output_rule(rows, static_cast<double>(rows),
+                          "dbias sums `rows` bf16 values |dy| < 1 in fp32 (the column-sum tree): depth and magnitude rows");
+}
+
 [[maybe_unused]] const bool linear_backward_registered = register_case({
     .suite = "nn",
     .name = "linear_backward",
-    .description = "dx = dy W, dw = dy^T x (cuBLASLt), dbias = column sums of dy (deterministic two-stage)",
-    .points = points(kLinearShapes, {DType::f32}),
+    .description = "dx = dy W, dw = dy^T x (cuBLASLt, fp32 dw), dbias = column sums of dy (deterministic two-stage, fp32)",
+    .points = points(kLinearShapes, {DType::f32, DType::bf16}),
     .model =
         [](const Point& p) {
           const auto s = linear_shape(p);
+          const double e = bytes_of(p.dtype);
           CostModel m;
           m.flops = 4.0 * static_cast<double>(s.rows * s.in * s.out) + static_cast<double>(s.rows * s.out);
-          m.bytes = 4.0 * static_cast<double>(2 * (s.rows * s.in + s.out * s.in) + s.rows * s.out + s.out);
-          m.bound = Bound::compute;
-          m.math_dtype = DType::f32;
-          m.predicted_host_peak_bytes = static_cast<int64_t>(m.bytes) + 8 * std::max(s.in, s.rows);
-          m.predicted_device_peak_bytes = static_cast<int64_t>(m.bytes) + (int64_t{32} << 20);
+          // Reads x, w, dy in the storage dtype; writes dx in it, dw and dbias in fp32.
+          m.bytes = e * static_cast<double>(2 * s.rows * s.in + s.out * s.in + s.rows * s.out) +
+                    4.0 * static_cast<double>(s.out * s.in + s.out);
+          m.bound = s.in > 0 ? Bound::compute : Bound::memory;
+          m.math_dtype = p.dtype;
+          // Host, f32: inputs and outputs, + the reference's double row accumulator. bf16: the inputs, their
+          // fp32 values, the fp32 truth, then (after the reference's accumulator is gone) the fp32 faithful
+          // gradients and their tensors (dx rounded to bf16).
+          const int64_t inputs = s.rows * s.in + s.out * s.in + s.rows * s.out;
+          const int64_t gradients = s.rows * s.in + s.out * s.in + s.out;
+          m.predicted_host_peak_bytes =
+              p.dtype == DType::f32
+                  ? static_cast<int64_t>(m.bytes) + 8 * std::max(s.in, s.rows)
+                  : 6 * inputs + 8 * gradients + 2 * s.rows * s.in + 4 * (s.out * s.in + s.out);
+          m.predicted_device_peak_bytes = static_cast<int64_t>(m.bytes) + linear_scratch(s);
           return m;
         },
-    .tolerance =
-        [](const Point& p) {
-          const int64_t depth = std::max(p.dim("rows"), p.dim("out"));
-          return tolerance::accumulation(DType::f32, DType::f32, depth, static_cast<double>(depth));
-        },
+    .tolerance = [](const Point& p) { return linear_backward_rule(p, "dx"); },
     .inputs =
         [](const Point& p, uint64_t seed) {
           const auto s = linear_shape(p);
-          return std::vector<HostTensor>{uniform("x", {s.rows, s.in}, DType::f32, seed, 1, -1, 1),
-                                         uniform("w", {s.out, s.in}, DType::f32, seed, 2, -1, 1),
-                                         uniform("dy", {s.rows, s.out}, DType::f32, seed, 4, -1, 1)};
+          return std::vector<HostTensor>{uniform("x", {s.rows, s.in}, p.dtype, seed, 1, -1, 1),
+                                         uniform("w", {s.out, s.in}, p.dtype, seed, 2, -1, 1),
+                                         uniform("dy", {s.rows, s.out}, p.dtype, seed, 4, -1, 1)};
         },
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
           const auto s = linear_shape(p);
+          const Fp32Values x(in[0]), w(in[1]), dy(in[2]);
           HostTensor dx("dx", DType::f32, {s.rows, s.in}), dw("dw", DType::f32, {s.out, s.in}), db("dbias", DType::f32, {s.out});
-          ref::linear_backward(s, in[0].view<float>(), in[1].view<float>(), in[2].view<float>(), dx.view<float>(),
-                               dw.view<float>(), db.view<float>());
+          ref::linear_backward(s, x, w, dy, dx.view<float>(), dw.view<float>(), db.view<float>());
           ReferenceResult r;
           r.outputs.push_back(std::move(dx));
           r.outputs.push_back(std::move(dw));
           r.outputs.push_back(std::move(db));
+          if (p.dtype != DType::f32) {
+            const LinearGradientsFp32 g = linear_backward_fp32_accumulation(s, x, w, dy);
+            r.faithful.push_back(stored("dx", {s.rows, s.in}, p.dtype, g.dx));
+            r.faithful.push_back(f32_tensor("dw", {s.out, s.in}, g.dw));
+            r.faithful.push_back(f32_tensor("dbias", {s.out}, g.dbias));
+          }
           return r;
         },
     .optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
@@ -249,7 +395,8 @@ mem::HostVector<float> linear_forward_fp32_accumulation(const ref::LinearShape& 
       p.plan->backward(a.inputs[0].ptr, a.inputs[1].ptr, a.inputs[2].ptr, a.outputs[0].ptr, a.out<float>(1),
                        a.out<float>(2), p.workspace, a.stream);
     }),
-    .prepare = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) { return prepare_linear(a, DType::f32); }),
+    .prepare = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) { return prepare_linear(a, a.point.dtype); }),
+    .output_tolerance = linear_backward_rule,
 });
 
 // ---- Pointwise ------------------------------------------------------------------------------------------
@@ -360,18 +507,30 @@ bool declare_activation_backward(Activation act) {
       .suite = "nn",
       .name = std::string(activation_name(act)) + "_backward",
       .description = std::string("dx = dy * ") + activation_name(act) + "'(x)",
-      .points = points(kPointwiseShapes, {DType::f32}),
+      .points = points(kPointwiseShapes, {DType::f32, DType::bf16}),
       .model =
-          [](const Point& p) {
+          [act](const Point& p) {
             const int64_t n = p.dim("rows") * p.dim("cols");
-            return memory_model(12.0 * static_cast<double>(n), 2.0 * static_cast<double>(n), 24 * n, 12 * n);
+            const auto e = static_cast<int64_t>(dtype_size(p.dtype));
+            // Reads x, dy, writes dx, all in the storage dtype. Host: x, dy, the fp32 truth, the fp32
+            // faithful output (gelu/silu); for bf16 also the fp32 values of x and dy and the output in bf16.
+            const int64_t faithful = act == Activation::relu ? 0 : 4 * n;
+            const int64_t narrow = p.dtype == DType::f32 ? 0 : 1;
+            return memory_model(3.0 * static_cast<double>(e * n), 2.0 * static_cast<double>(n),
+                                2 * e * n + 4 * n + faithful + narrow * (8 * n + 2 * n), 3 * e * n);
           },
-      // relu: dy * 1 or dy * 0, one exact product on both sides. gelu/silu: the derivatives cross zero
-      // (silu near x = -1.28, gelu near -0.75), where any fp32 evaluation has an absolute, not a relative,
-      // error: judged against a plain fp32 evaluation of the reference's formula.
+      // relu: dy * 1 or dy * 0, one exact product on both sides, and dy is already a value of the
+      // storage format: bit-exact in f32 and bf16. gelu/silu: the derivatives cross zero (silu near
+      // x = -1.28, gelu near -0.75), where any fp32 evaluation has an absolute, not a relative, error:
+      // judged against a plain fp32 evaluation of the reference's formula (rounded once to bf16 for bf16
+      // storage, as the kernel's store does).
       .tolerance =
-          [act](const Point&) {
+          [act](const Point& p) {
             if (act == Activation::relu) return tolerance::exact_bits();
+            if (p.dtype != DType::f32) {
+              return bf16_output_rule("dx = dy * a'(x) in fp32 (the derivative has zeros where fp32 cancels), "
+                                      "rounded once at the store");
+            }
             return tolerance::faithful(2.0, 0.0,
                                        "the derivative has zeros where fp32 cancels: no worse than twice the reference's "
                                        "formula evaluated in fp32, against fp64");
@@ -379,27 +538,30 @@ bool declare_activation_backward(Activation act) {
       .inputs =
           [](const Point& p, uint64_t seed) {
             const int64_t rows = p.dim("rows"), cols = p.dim("cols");
-            return std::vector<HostTensor>{uniform("x", {rows, cols}, DType::f32, seed, 1, -4, 4),
-                                           uniform("dy", {rows, cols}, DType::f32, seed, 4, -1, 1)};
+            return std::vector<HostTensor>{uniform("x", {rows, cols}, p.dtype, seed, 1, -4, 4),
+                                           uniform("dy", {rows, cols}, p.dtype, seed, 4, -1, 1)};
           },
       .reference =
           [act](const Point& p, const std::vector<HostTensor>& in) {
             const int64_t rows = p.dim("rows"), cols = p.dim("cols");
+            const Fp32Values x(in[0]), dy(in[1]);
             HostTensor dx("dx", DType::f32, {rows, cols});
-            ref::activation_backward(act, in[0].view<float>(), in[1].view<float>(), dx.view<float>());
+            ref::activation_backward(act, x, dy, dx.view<float>());
             ReferenceResult r;
-            if (act != Activation::relu) {
-              HostTensor faithful("dx", DType::f32, {rows, cols});
-              const auto x = in[0].view<float>();
-              const auto dy = in[1].view<float>();
-              for (size_t i = 0; i < x.size(); ++i) faithful.view<float>()[i] = dy[i] * derivative_fp32(act, x[i]);
-              r.faithful.push_back(std::move(faithful));
+            if (act == Activation::relu) {
+              // Bit-exact: the truth in the storage format (dy or a signed zero: exact in bf16 too).
+              r.outputs.push_back(p.dtype == DType::f32 ? std::move(dx) : stored("dx", {rows, cols}, p.dtype, dx.view<float>()));
+              return r;
             }
+            HostTensor faithful("dx", DType::f32, {rows, cols});
+            const auto f = faithful.view<float>();
+            for (size_t i = 0; i < x.size(); ++i) f[i] = dy[i] * derivative_fp32(act, x[i]);
             r.outputs.push_back(std::move(dx));
+            r.faithful.push_back(p.dtype == DType::f32 ? std::move(faithful) : stored("dx", {rows, cols}, p.dtype, f));
             return r;
           },
       .optimized = GAUGE_CUDA_ONLY([act](const OptimizedArgs& a) {
-        optimized::nn::activation_backward(act, a.point.dim("rows") * a.point.dim("cols"), DType::f32, a.inputs[0].ptr,
+        optimized::nn::activation_backward(act, a.point.dim("rows") * a.point.dim("cols"), a.point.dtype, a.inputs[0].ptr,
                                            a.inputs[1].ptr, a.outputs[0].ptr, a.stream);
       }),
       .params = [act](const Point&) { return Params{{"activation", std::string(activation_name(act))}}; },
@@ -471,6 +633,13 @@ bool declare_dropout(bool forward) {
 // (sum, then squares) and the few roundings after them: 2 cols + 8. Backward: dx sums over cols,
 // dgamma / dbeta over rows, terms |dy xhat gamma| <= 1.5 sqrt(3) < 4 (dy in [-1, 1)): depth 2
 // max(rows, cols) + 8, magnitude 4 max(rows, cols) (the dgamma sums bound it).
+//
+// bf16 points: x, gamma, beta, dy, y and dx in bf16; mean, rstd, dgamma, dbeta in fp32. The fp32
+// outputs get their own depths: the mean sums cols values and divides (depth cols + 1, magnitude
+// sum |x| / cols <= 1); rstd keeps the f32 points' two-pass derivation (RMSNorm: one pass of exact
+// squares, then /n, + eps, sqrt, 1/x: depth cols + 4); dgamma sums `rows` terms dy xhat, each exact
+// in the fma but for xhat's two roundings (x - mean, * rstd): depth rows + 2, terms < 4 as above;
+// dbeta sums `rows` bf16 values: depth and magnitude rows.
 
 const std::vector<ShapeSpec> kNormShapes = {
     {{{"rows", 64}, {"cols", 768}}, true},
@@ -487,143 +656,284 @@ ToleranceRule norm_backward_rule(const Point& p) {
   return tolerance::accumulation(DType::f32, DType::f32, 2 * wide + 8, 4.0 * static_cast<double>(wide));
 }
 
+// The rule of one output of a norm point (f32: the point's rule for every output).
+ToleranceRule norm_output_rule(const Point& p, const std::string& output, bool layernorm, bool backward) {
+  if (p.dtype == DType::f32) return backward ? norm_backward_rule(p) : norm_forward_rule(p);
+  const int64_t rows = p.dim("rows"), cols = p.dim("cols");
+  if (output == "y") return bf16_output_rule("y = xhat gamma (+ beta) from fp32 statistics, rounded once at the store");
+  if (output == "dx") {
+    return bf16_output_rule("dx = rstd (g - mean(g) - xhat mean(g xhat)) from fp32 row sums, rounded once at the store");
+  }
+  if (output == "mean") return fp32_output_rule(cols + 1, 1.0, "mean: cols values |x| <= 1 summed, then / cols");
+  if (output == "rstd") {
+    if (layernorm) {
+      ToleranceRule rule = norm_forward_rule(p);
+      rule.derivation += "; rstd: the f32 points' two-pass derivation, on bf16 values that are exact fp32 values";
+      return rule;
+    }
+    return fp32_output_rule(cols + 4, 4.0, "rstd: cols exact squares summed, then / cols, + eps, sqrt, 1/x; |rstd| < 4");
+  }
+  if (output == "dgamma") {
+    return fp32_output_rule(rows + 2, 4.0 * static_cast<double>(rows),
+                            "dgamma: rows terms dy xhat < 4, exact in the fma but for xhat's roundings (x - mean, * rstd: at most 2)");
+  }
+  return fp32_output_rule(rows, static_cast<double>(rows), output + ": rows bf16 values |dy| < 1 summed in fp32");
+}
+
 std::vector<HostTensor> norm_inputs(const Point& p, uint64_t seed, bool layernorm, bool backward) {
   const auto s = norm_shape(p);
-  std::vector<HostTensor> t{uniform("x", {s.rows, s.cols}, DType::f32, seed, 1, -1, 1),
-                            uniform("gamma", {s.cols}, DType::f32, seed, 5, 0.5f, 1.5f)};
-  if (layernorm) t.push_back(uniform("beta", {s.cols}, DType::f32, seed, 6, -0.5f, 0.5f));
+  std::vector<HostTensor> t{uniform("x", {s.rows, s.cols}, p.dtype, seed, 1, -1, 1),
+                            uniform("gamma", {s.cols}, p.dtype, seed, 5, 0.5f, 1.5f)};
+  if (layernorm) t.push_back(uniform("beta", {s.cols}, p.dtype, seed, 6, -0.5f, 0.5f));
   if (!backward) return t;
-  // The saved statistics come from the reference forward: backward is checked on its own.
-  HostTensor y("y", DType::f32, {s.rows, s.cols}), mean("mean", DType::f32, {s.rows}), rstd("rstd", DType::f32, {s.rows});
+  // The saved statistics come from the reference forward on the stored values: backward is checked on
+  // its own.
+  const Fp32Values x(t[0]), gamma(t[1]);
+  mem::HostVector<float> y(at(s.rows * s.cols));
+  HostTensor mean("mean", DType::f32, {s.rows}), rstd("rstd", DType::f32, {s.rows});
   if (layernorm) {
-    ref::layernorm_forward(s, t[0].view<float>(), t[1].view<float>(), t[2].view<float>(), y.view<float>(),
-                           mean.view<float>(), rstd.view<float>());
+    ref::layernorm_forward(s, x, gamma, Fp32Values(t[2]), y, mean.view<float>(), rstd.view<float>());
     t.pop_back();  // backward does not read beta
     t.push_back(std::move(mean));
   } else {
-    ref::rmsnorm_forward(s, t[0].view<float>(), t[1].view<float>(), y.view<float>(), rstd.view<float>());
+    ref::rmsnorm_forward(s, x, gamma, y, rstd.view<float>());
   }
   t.push_back(std::move(rstd));
-  t.push_back(uniform("dy", {s.rows, s.cols}, DType::f32, seed, 4, -1, 1));
+  t.push_back(uniform("dy", {s.rows, s.cols}, p.dtype, seed, 4, -1, 1));
   return t;
 }
 
-CostModel norm_model(const Point& p, int arrays, int64_t stat_bytes_per_row) {
+// Minimal traffic: `in_arrays` row-sized inputs (x; x and dy) and one row-sized output (y; dx) in the
+// storage dtype, `params` cols-sized storage inputs (gamma, beta), `f32_params` cols-sized fp32 outputs
+// (dgamma, dbeta), `stats` fp32 values per row (mean, rstd: written by the forward, read by the backward).
+// Host, f32: those, + the backward's double column sums. bf16: the inputs, their fp32 values, the fp32
+// truth, then the fp32 faithful evaluation (every statistic or column sum it keeps) and its tensors (the
+// row-sized one in bf16). Device: those, + the backward's partials (norm_backward_workspace_bytes:
+// dgamma and dbeta rows for each of the plan's blocks, at most 512).
+CostModel norm_model(const Point& p, bool backward, int in_arrays, int params, int f32_params, int stats) {
   const auto s = norm_shape(p);
-  const double bytes = 4.0 * static_cast<double>(arrays * s.rows * s.cols + 3 * s.cols) +
-                       static_cast<double>(stat_bytes_per_row * s.rows);
-  return memory_model(bytes, 8.0 * static_cast<double>(s.rows * s.cols), static_cast<int64_t>(bytes) + 16 * s.cols,
-                      static_cast<int64_t>(bytes) + 8 * 512 * s.cols);
+  const auto e = static_cast<int64_t>(dtype_size(p.dtype));
+  const int64_t rc = s.rows * s.cols;
+  const int64_t bytes = e * ((in_arrays + 1) * rc + params * s.cols) + 4 * f32_params * s.cols + 4 * stats * s.rows;
+  int64_t host = bytes + (backward ? 8 * f32_params * s.cols : 0);
+  if (p.dtype != DType::f32) {
+    const int64_t stored_inputs = in_arrays * rc + params * s.cols;
+    const int64_t truth = 4 * rc + 4 * f32_params * s.cols + (backward ? 0 : 4 * stats * s.rows);
+    const int64_t evaluation = 4 * rc + (backward ? 8 * s.cols : 8 * s.rows);
+    host = e * stored_inputs + (backward ? 4 * stats * s.rows : 0) + 4 * stored_inputs + truth + evaluation +
+           (truth - 2 * rc);
+  }
+  namespace launch = optimized::nn::launch;
+  const int64_t blocks = std::max(launch::norm_backward_plan(s.rows, s.cols, 4).blocks,
+                                  launch::norm_backward_plan(s.rows, s.cols, 2).blocks);
+  return memory_model(static_cast<double>(bytes), 8.0 * static_cast<double>(rc), host,
+                      bytes + (backward ? 8 * blocks * s.cols : 0));
+}
+
+// ---- fp32 evaluations in index order from the stored values (faithful references) -------------------------
+
+struct NormForwardFp32 {
+  mem::HostVector<float> y, mean, rstd;
+};
+NormForwardFp32 norm_forward_fp32(const ref::NormShape& s, bool layernorm, std::span<const float> x,
+                                  std::span<const float> gamma, std::span<const float> beta) {
+  NormForwardFp32 f{mem::HostVector<float>(at(s.rows * s.cols)), mem::HostVector<float>(at(s.rows)),
+                    mem::HostVector<float>(at(s.rows))};
+  const auto n = static_cast<float>(s.cols);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const float* xr = x.data() + r * s.cols;
+    float mu = 0.0f;
+    if (layernorm) {
+      float sum = 0.0f;
+      for (int64_t c = 0; c < s.cols; ++c) sum += xr[c];
+      mu = sum / n;
+    }
+    float squares = 0.0f;
+    for (int64_t c = 0; c < s.cols; ++c) squares += (xr[c] - mu) * (xr[c] - mu);
+    const float inv = 1.0f / std::sqrt(squares / n + s.eps);
+    for (int64_t c = 0; c < s.cols; ++c) {
+      f.y[at(r * s.cols + c)] = layernorm ? (xr[c] - mu) * inv * gamma[at(c)] + beta[at(c)] : xr[c] * inv * gamma[at(c)];
+    }
+    f.mean[at(r)] = mu;
+    f.rstd[at(r)] = inv;
+  }
+  return f;
+}
+
+struct NormBackwardFp32 {
+  mem::HostVector<float> dx, dgamma, dbeta;
+};
+NormBackwardFp32 norm_backward_fp32(const ref::NormShape& s, bool layernorm, std::span<const float> x,
+                                    std::span<const float> gamma, std::span<const float> mean,
+                                    std::span<const float> rstd, std::span<const float> dy) {
+  NormBackwardFp32 b{mem::HostVector<float>(at(s.rows * s.cols)), mem::HostVector<float>(at(s.cols)),
+                     mem::HostVector<float>(at(s.cols))};
+  std::fill(b.dgamma.begin(), b.dgamma.end(), 0.0f);
+  std::fill(b.dbeta.begin(), b.dbeta.end(), 0.0f);
+  const auto n = static_cast<float>(s.cols);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const float* xr = x.data() + r * s.cols;
+    const float* dyr = dy.data() + r * s.cols;
+    const float mu = layernorm ? mean[at(r)] : 0.0f;
+    const float inv = rstd[at(r)];
+    float g_sum = 0.0f, gx_sum = 0.0f;
+    for (int64_t c = 0; c < s.cols; ++c) {
+      const float xhat = (xr[c] - mu) * inv;
+      const float g = dyr[c] * gamma[at(c)];
+      g_sum += g;
+      gx_sum += g * xhat;
+      b.dgamma[at(c)] += dyr[c] * xhat;
+      b.dbeta[at(c)] += dyr[c];
+    }
+    const float g_mean = layernorm ? g_sum / n : 0.0f;
+    const float gx_mean = gx_sum / n;
+    for (int64_t c = 0; c < s.cols; ++c) {
+      const float xhat = (xr[c] - mu) * inv;
+      const float g = dyr[c] * gamma[at(c)];
+      b.dx[at(r * s.cols + c)] = inv * (g - g_mean - xhat * gx_mean);
+    }
+  }
+  return b;
 }
 
 [[maybe_unused]] const bool layernorm_forward_registered = register_case({
     .suite = "nn",
     .name = "layernorm_forward",
     .description = "LayerNorm over the last dimension, fp32 two-pass statistics from registers",
-    .points = points(kNormShapes, {DType::f32}),
-    .model = [](const Point& p) { return norm_model(p, 2, 8); },
-    .tolerance = norm_forward_rule,
+    .points = points(kNormShapes, {DType::f32, DType::bf16}),
+    .model = [](const Point& p) { return norm_model(p, false, 1, 2, 0, 2); },
+    .tolerance = [](const Point& p) { return norm_output_rule(p, "y", true, false); },
     .inputs = [](const Point& p, uint64_t seed) { return norm_inputs(p, seed, true, false); },
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
           const auto s = norm_shape(p);
+          const Fp32Values x(in[0]), gamma(in[1]), beta(in[2]);
           HostTensor y("y", DType::f32, {s.rows, s.cols}), mean("mean", DType::f32, {s.rows}), rstd("rstd", DType::f32, {s.rows});
-          ref::layernorm_forward(s, in[0].view<float>(), in[1].view<float>(), in[2].view<float>(), y.view<float>(),
-                                 mean.view<float>(), rstd.view<float>());
+          ref::layernorm_forward(s, x, gamma, beta, y.view<float>(), mean.view<float>(), rstd.view<float>());
           ReferenceResult r;
           r.outputs.push_back(std::move(y));
           r.outputs.push_back(std::move(mean));
           r.outputs.push_back(std::move(rstd));
+          if (p.dtype != DType::f32) {
+            const NormForwardFp32 f = norm_forward_fp32(s, true, x, gamma, beta);
+            r.faithful.push_back(stored("y", {s.rows, s.cols}, p.dtype, f.y));
+            r.faithful.push_back(f32_tensor("mean", {s.rows}, f.mean));
+            r.faithful.push_back(f32_tensor("rstd", {s.rows}, f.rstd));
+          }
           return r;
         },
     .optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
-      optimized::nn::layernorm_forward(norm_shape(a.point), DType::f32, a.inputs[0].ptr, a.inputs[1].ptr, a.inputs[2].ptr,
-                                       a.outputs[0].ptr, a.out<float>(1), a.out<float>(2), a.stream);
+      optimized::nn::layernorm_forward(norm_shape(a.point), a.point.dtype, a.inputs[0].ptr, a.inputs[1].ptr,
+                                       a.inputs[2].ptr, a.outputs[0].ptr, a.out<float>(1), a.out<float>(2), a.stream);
     }),
+    .output_tolerance = [](const Point& p, const std::string& output) { return norm_output_rule(p, output, true, false); },
 });
 
 [[maybe_unused]] const bool layernorm_backward_registered = register_case({
     .suite = "nn",
     .name = "layernorm_backward",
     .description = "LayerNorm backward: dx per row, dgamma / dbeta by per-block partials and a fixed-order column sum",
-    .points = points(kNormShapes, {DType::f32}),
-    .model = [](const Point& p) { return norm_model(p, 3, 8); },
-    .tolerance = norm_backward_rule,
+    .points = points(kNormShapes, {DType::f32, DType::bf16}),
+    .model = [](const Point& p) { return norm_model(p, true, 2, 1, 2, 2); },
+    .tolerance = [](const Point& p) { return norm_output_rule(p, "dx", true, true); },
     .inputs = [](const Point& p, uint64_t seed) { return norm_inputs(p, seed, true, true); },
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
           const auto s = norm_shape(p);
+          const Fp32Values x(in[0]), gamma(in[1]), dy(in[4]);
+          const auto mean = in[2].view<float>(), rstd = in[3].view<float>();
           HostTensor dx("dx", DType::f32, {s.rows, s.cols}), dg("dgamma", DType::f32, {s.cols}), db("dbeta", DType::f32, {s.cols});
-          ref::layernorm_backward(s, in[0].view<float>(), in[1].view<float>(), in[2].view<float>(), in[3].view<float>(),
-                                  in[4].view<float>(), dx.view<float>(), dg.view<float>(), db.view<float>());
+          ref::layernorm_backward(s, x, gamma, mean, rstd, dy, dx.view<float>(), dg.view<float>(), db.view<float>());
           ReferenceResult r;
           r.outputs.push_back(std::move(dx));
           r.outputs.push_back(std::move(dg));
           r.outputs.push_back(std::move(db));
+          if (p.dtype != DType::f32) {
+            const NormBackwardFp32 b = norm_backward_fp32(s, true, x, gamma, mean, rstd, dy);
+            r.faithful.push_back(stored("dx", {s.rows, s.cols}, p.dtype, b.dx));
+            r.faithful.push_back(f32_tensor("dgamma", {s.cols}, b.dgamma));
+            r.faithful.push_back(f32_tensor("dbeta", {s.cols}, b.dbeta));
+          }
           return r;
         },
     .optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
       const auto s = norm_shape(a.point);
-      optimized::nn::layernorm_backward(s, DType::f32, a.inputs[0].ptr, a.inputs[1].ptr, a.in<float>(2), a.in<float>(3),
-                                        a.inputs[4].ptr, a.outputs[0].ptr, a.out<float>(1), a.out<float>(2),
-                                        a.state<Scratch>().ptr, a.stream);
+      optimized::nn::layernorm_backward(s, a.point.dtype, a.inputs[0].ptr, a.inputs[1].ptr, a.in<float>(2),
+                                        a.in<float>(3), a.inputs[4].ptr, a.outputs[0].ptr, a.out<float>(1),
+                                        a.out<float>(2), a.state<Scratch>().ptr, a.stream);
     }),
     .prepare = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
       return prepare_scratch(a, optimized::nn::norm_backward_workspace_bytes(norm_shape(a.point)));
     }),
+    .output_tolerance = [](const Point& p, const std::string& output) { return norm_output_rule(p, output, true, true); },
 });
 
 [[maybe_unused]] const bool rmsnorm_forward_registered = register_case({
     .suite = "nn",
     .name = "rmsnorm_forward",
     .description = "RMSNorm over the last dimension, fp32 statistics from registers",
-    .points = points(kNormShapes, {DType::f32}),
-    .model = [](const Point& p) { return norm_model(p, 2, 4); },
-    .tolerance = norm_forward_rule,
+    .points = points(kNormShapes, {DType::f32, DType::bf16}),
+    .model = [](const Point& p) { return norm_model(p, false, 1, 1, 0, 1); },
+    .tolerance = [](const Point& p) { return norm_output_rule(p, "y", false, false); },
     .inputs = [](const Point& p, uint64_t seed) { return norm_inputs(p, seed, false, false); },
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
           const auto s = norm_shape(p);
+          const Fp32Values x(in[0]), gamma(in[1]);
           HostTensor y("y", DType::f32, {s.rows, s.cols}), rstd("rstd", DType::f32, {s.rows});
-          ref::rmsnorm_forward(s, in[0].view<float>(), in[1].view<float>(), y.view<float>(), rstd.view<float>());
+          ref::rmsnorm_forward(s, x, gamma, y.view<float>(), rstd.view<float>());
           ReferenceResult r;
           r.outputs.push_back(std::move(y));
           r.outputs.push_back(std::move(rstd));
+          if (p.dtype != DType::f32) {
+            const NormForwardFp32 f = norm_forward_fp32(s, false, x, gamma, {});
+            r.faithful.push_back(stored("y", {s.rows, s.cols}, p.dtype, f.y));
+            r.faithful.push_back(f32_tensor("rstd", {s.rows}, f.rstd));
+          }
           return r;
         },
     .optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
-      optimized::nn::rmsnorm_forward(norm_shape(a.point), DType::f32, a.inputs[0].ptr, a.inputs[1].ptr, a.outputs[0].ptr,
-                                     a.out<float>(1), a.stream);
+      optimized::nn::rmsnorm_forward(norm_shape(a.point), a.point.dtype, a.inputs[0].ptr, a.inputs[1].ptr,
+                                     a.outputs[0].ptr, a.out<float>(1), a.stream);
     }),
+    .output_tolerance = [](const Point& p, const std::string& output) { return norm_output_rule(p, output, false, false); },
 });
 
 [[maybe_unused]] const bool rmsnorm_backward_registered = register_case({
     .suite = "nn",
     .name = "rmsnorm_backward",
     .description = "RMSNorm backward: dx per row, dgamma by per-block partials and a fixed-order column sum",
-    .points = points(kNormShapes, {DType::f32}),
-    .model = [](const Point& p) { return norm_model(p, 3, 4); },
-    .tolerance = norm_backward_rule,
+    .points = points(kNormShapes, {DType::f32, DType::bf16}),
+    .model = [](const Point& p) { return norm_model(p, true, 2, 1, 1, 1); },
+    .tolerance = [](const Point& p) { return norm_output_rule(p, "dx", false, true); },
     .inputs = [](const Point& p, uint64_t seed) { return norm_inputs(p, seed, false, true); },
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
           const auto s = norm_shape(p);
+          const Fp32Values x(in[0]), gamma(in[1]), dy(in[3]);
+          const auto rstd = in[2].view<float>();
           HostTensor dx("dx", DType::f32, {s.rows, s.cols}), dg("dgamma", DType::f32, {s.cols});
-          ref::rmsnorm_backward(s, in[0].view<float>(), in[1].view<float>(), in[2].view<float>(), in[3].view<float>(),
-                                dx.view<float>(), dg.view<float>());
+          ref::rmsnorm_backward(s, x, gamma, rstd, dy, dx.view<float>(), dg.view<float>());
           ReferenceResult r;
           r.outputs.push_back(std::move(dx));
           r.outputs.push_back(std::move(dg));
+          if (p.dtype != DType::f32) {
+            const NormBackwardFp32 b = norm_backward_fp32(s, false, x, gamma, {}, rstd, dy);
+            r.faithful.push_back(stored("dx", {s.rows, s.cols}, p.dtype, b.dx));
+            r.faithful.push_back(f32_tensor("dgamma", {s.cols}, b.dgamma));
+          }
           return r;
         },
     .optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
       const auto s = norm_shape(a.point);
-      optimized::nn::rmsnorm_backward(s, DType::f32, a.inputs[0].ptr, a.inputs[1].ptr, a.in<float>(2), a.inputs[3].ptr,
-                                      a.outputs[0].ptr, a.out<float>(1), a.state<Scratch>().ptr, a.stream);
+      optimized::nn::rmsnorm_backward(s, a.point.dtype, a.inputs[0].ptr, a.inputs[1].ptr, a.in<float>(2),
+                                      a.inputs[3].ptr, a.outputs[0].ptr, a.out<float>(1), a.state<Scratch>().ptr,
+                                      a.stream);
     }),
     .prepare = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
       return prepare_scratch(a, optimized::nn::norm_backward_workspace_bytes(norm_shape(a.point)));
     }),
+    .output_tolerance = [](const Point& p, const std::string& output) { return norm_output_rule(p, output, false, true); },
 });
 
 // ---- Softmax cross-entropy ----------------------------------------------------------------------------------
@@ -633,6 +943,12 @@ CostModel norm_model(const Point& p, int arrays, int64_t stat_bytes_per_row) {
 // (max - x[label]) >= 0 and log(sum) >= 0 (no cancellation): its absolute error is the sum's relative
 // error (magnitude 1) plus rtol |loss|; the mean adds `rows` more roundings. Backward: (p - onehot) has
 // absolute error <= the sum's relative error, times scale / rows (the magnitude).
+//
+// bf16 points (bf16 logits, as the recipe's forward; dlogits in bf16): the losses are fp32 outputs of
+// the same fp32 math on bf16 values, which are exact fp32 values: the f32 derivation holds unchanged.
+// dlogits is a bf16 output: faithful against the fp64 truth, with a plain two-pass fp32 evaluation
+// (max, sum of expf in index order, (expf(x - max) / sum - onehot) * fp32(scale / rows)) rounded once
+// to bf16 as the kernel's store does.
 
 const std::vector<ShapeSpec> kSoftmaxShapes = {
     {{{"rows", 64}, {"classes", 1000}}, true},
@@ -640,42 +956,79 @@ const std::vector<ShapeSpec> kSoftmaxShapes = {
     {{{"rows", 8192}, {"classes", 32000}}, false},
 };
 
+// Per row: max and the fp32 sum of expf(x - max) in index order.
+struct RowSumFp32 {
+  float max;
+  float sum;
+};
+RowSumFp32 row_sum_fp32(const float* row, int64_t classes) {
+  float m = row[0];
+  for (int64_t c = 1; c < classes; ++c) m = std::max(m, row[c]);
+  float sum = 0.0f;
+  for (int64_t c = 0; c < classes; ++c) sum += std::exp(row[c] - m);
+  return {m, sum};
+}
+
+ToleranceRule softmax_forward_rule(const Point& p) {
+  ToleranceRule rule = tolerance::accumulation(DType::f32, DType::f32, 6 * p.dim("classes") + p.dim("rows") + 16, 1.0);
+  if (p.dtype != DType::f32) rule.derivation += "; bf16 logits are exact fp32 values: the f32 derivation holds";
+  return rule;
+}
+
 [[maybe_unused]] const bool softmax_forward_registered = register_case({
     .suite = "nn",
     .name = "softmax_ce_forward",
     .description = "per-row softmax cross-entropy (online max / log-sum-exp) and the mean over rows",
-    .points = points(kSoftmaxShapes, {DType::f32}),
+    .points = points(kSoftmaxShapes, {DType::f32, DType::bf16}),
     .model =
         [](const Point& p) {
           const int64_t rows = p.dim("rows"), classes = p.dim("classes");
-          return memory_model(4.0 * static_cast<double>(rows * classes + 2 * rows + 1),
-                              3.0 * static_cast<double>(rows * classes), 4 * (rows * classes + 3 * rows),
-                              4 * (rows * classes + 2 * rows + 1));
+          const auto e = static_cast<int64_t>(dtype_size(p.dtype));
+          // Reads the logits (storage dtype) and the int32 labels, writes fp32 row losses and the mean.
+          // Host: those, for bf16 also the fp32 values of the logits and the fp32 evaluation's losses.
+          const int64_t bytes = e * rows * classes + 4 * (2 * rows + 1);
+          const int64_t narrow = p.dtype == DType::f32 ? 0 : 1;
+          return memory_model(static_cast<double>(bytes), 3.0 * static_cast<double>(rows * classes),
+                              bytes + narrow * (4 * rows * classes + 4 * (rows + 1)), bytes);
         },
-    .tolerance =
-        [](const Point& p) {
-          return tolerance::accumulation(DType::f32, DType::f32, 6 * p.dim("classes") + p.dim("rows") + 16, 1.0);
-        },
+    .tolerance = softmax_forward_rule,
     .inputs =
         [](const Point& p, uint64_t seed) {
           const int64_t rows = p.dim("rows"), classes = p.dim("classes");
-          return std::vector<HostTensor>{uniform("logits", {rows, classes}, DType::f32, seed, 1, -4, 4),
+          return std::vector<HostTensor>{uniform("logits", {rows, classes}, p.dtype, seed, 1, -4, 4),
                                          labels_tensor(rows, classes, seed)};
         },
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
           const int64_t rows = p.dim("rows"), classes = p.dim("classes");
+          const Fp32Values logits(in[0]);
+          const auto labels = in[1].view<int32_t>();
           HostTensor losses("row_losses", DType::f32, {rows}), mean("mean_loss", DType::f32, {1});
-          mean.view<float>()[0] = static_cast<float>(ref::softmax_cross_entropy_forward(
-              rows, classes, in[0].view<float>(), in[1].view<int32_t>(), losses.view<float>()));
+          mean.view<float>()[0] =
+              static_cast<float>(ref::softmax_cross_entropy_forward(rows, classes, logits, labels, losses.view<float>()));
           ReferenceResult r;
           r.outputs.push_back(std::move(losses));
           r.outputs.push_back(std::move(mean));
+          if (p.dtype != DType::f32) {
+            HostTensor f_losses("row_losses", DType::f32, {rows}), f_mean("mean_loss", DType::f32, {1});
+            float total = 0.0f;
+            for (int64_t row = 0; row < rows; ++row) {
+              const float* x = logits.data() + row * classes;
+              const RowSumFp32 t = row_sum_fp32(x, classes);
+              const float loss = (t.max - x[labels[at(row)]]) + std::log(t.sum);
+              f_losses.view<float>()[at(row)] = loss;
+              total += loss;
+            }
+            f_mean.view<float>()[0] = total / static_cast<float>(rows);
+            r.faithful.push_back(std::move(f_losses));
+            r.faithful.push_back(std::move(f_mean));
+          }
           return r;
         },
     .optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
-      optimized::nn::softmax_cross_entropy_forward(a.point.dim("rows"), a.point.dim("classes"), DType::f32, a.inputs[0].ptr,
-                                                   a.in<int32_t>(1), a.out<float>(0), a.out<float>(1), a.stream);
+      optimized::nn::softmax_cross_entropy_forward(a.point.dim("rows"), a.point.dim("classes"), a.point.dtype,
+                                                   a.inputs[0].ptr, a.in<int32_t>(1), a.out<float>(0), a.out<float>(1),
+                                                   a.stream);
     }),
 });
 
@@ -683,36 +1036,61 @@ const std::vector<ShapeSpec> kSoftmaxShapes = {
     .suite = "nn",
     .name = "softmax_ce_backward",
     .description = "dlogits = (softmax - onehot) * loss scale / rows, fused",
-    .points = points(kSoftmaxShapes, {DType::f32}),
+    .points = points(kSoftmaxShapes, {DType::f32, DType::bf16}),
     .model =
         [](const Point& p) {
           const int64_t rows = p.dim("rows"), classes = p.dim("classes");
-          return memory_model(4.0 * static_cast<double>(2 * rows * classes + rows), 4.0 * static_cast<double>(rows * classes),
-                              4 * (2 * rows * classes + rows), 4 * (2 * rows * classes + rows));
+          const auto e = static_cast<int64_t>(dtype_size(p.dtype));
+          // Reads the logits and labels, writes dlogits (storage dtype). Host: those and the fp32 truth;
+          // for bf16 also the fp32 values of the logits and the faithful output (fp32, then bf16).
+          const int64_t bytes = 2 * e * rows * classes + 4 * rows;
+          const int64_t narrow = p.dtype == DType::f32 ? 0 : 1;
+          return memory_model(static_cast<double>(bytes), 4.0 * static_cast<double>(rows * classes),
+                              e * rows * classes + 4 * rows * classes + 4 * rows + narrow * 10 * rows * classes, bytes);
         },
     .tolerance =
         [](const Point& p) {
+          if (p.dtype != DType::f32) {
+            return bf16_output_rule("dlogits = (expf(x - max) / sum - onehot) * scale / rows in fp32, rounded once at "
+                                    "the store");
+          }
           return tolerance::accumulation(DType::f32, DType::f32, 6 * p.dim("classes") + 16,
                                          static_cast<double>(kLossScale) / static_cast<double>(p.dim("rows")));
         },
     .inputs =
         [](const Point& p, uint64_t seed) {
           const int64_t rows = p.dim("rows"), classes = p.dim("classes");
-          return std::vector<HostTensor>{uniform("logits", {rows, classes}, DType::f32, seed, 1, -4, 4),
+          return std::vector<HostTensor>{uniform("logits", {rows, classes}, p.dtype, seed, 1, -4, 4),
                                          labels_tensor(rows, classes, seed)};
         },
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
           const int64_t rows = p.dim("rows"), classes = p.dim("classes");
+          const Fp32Values logits(in[0]);
+          const auto labels = in[1].view<int32_t>();
           HostTensor d("dlogits", DType::f32, {rows, classes});
-          ref::softmax_cross_entropy_backward(rows, classes, in[0].view<float>(), in[1].view<int32_t>(), kLossScale,
-                                              d.view<float>());
+          ref::softmax_cross_entropy_backward(rows, classes, logits, labels, kLossScale, d.view<float>());
           ReferenceResult r;
           r.outputs.push_back(std::move(d));
+          if (p.dtype != DType::f32) {
+            // The loss-scale factor as the recipe forms it: scale / rows in double, rounded once to fp32.
+            const auto factor = static_cast<float>(static_cast<double>(kLossScale) / static_cast<double>(rows));
+            mem::HostVector<float> f(at(rows * classes));
+            for (int64_t row = 0; row < rows; ++row) {
+              const float* x = logits.data() + row * classes;
+              const RowSumFp32 t = row_sum_fp32(x, classes);
+              const float inv_sum = 1.0f / t.sum;
+              for (int64_t c = 0; c < classes; ++c) {
+                const float onehot = c == labels[at(row)] ? 1.0f : 0.0f;
+                f[at(row * classes + c)] = (std::exp(x[c] - t.max) * inv_sum - onehot) * factor;
+              }
+            }
+            r.faithful.push_back(stored("dlogits", {rows, classes}, p.dtype, f));
+          }
           return r;
         },
     .optimized = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) {
-      optimized::nn::softmax_cross_entropy_backward(a.point.dim("rows"), a.point.dim("classes"), DType::f32,
+      optimized::nn::softmax_cross_entropy_backward(a.point.dim("rows"), a.point.dim("classes"), a.point.dtype,
                                                     a.inputs[0].ptr, a.in<int32_t>(1), kLossScale, a.outputs[0].ptr,
                                                     a.stream);
     }),

@@ -1,6 +1,7 @@
 // optimized/nn on the device, beyond the conformance cases: ragged shapes (cols not a multiple of the
-// vector width, one row), the alignment contract (RuntimeFailure), the size limits (UsageError), and
-// determinism (two runs, identical bits) of everything that reduces. Every test skips without a GPU.
+// vector width, one row), the alignment contract (RuntimeFailure), the size limits (UsageError),
+// determinism (two runs, identical bits) of everything that reduces, and the Linear without input
+// features (in == 0). Every test skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -261,6 +262,57 @@ TEST(CudaNn, LinearForwardTakesASixteenByteAlignedBias) {
     plan.forward(dx.ptr, dw.ptr, static_cast<const float*>(db.ptr) + 4, y.ptr, ws, d.stream());
     expect_close(d.down(y), expected, 1e-5, 1e-5, "y");
   }
+#endif
+}
+
+// in == 0 (a Linear without input features): no matmul is made (cuBLASLt has no k = 0 contract); y is
+// the bias copied into every row (bit for bit) or zeros without a bias, x and w may be null, and the
+// backward is dbias = column sums of dy. Every storage dtype; out = 24 takes the 16-byte path, 17 the
+// scalar one.
+TEST(CudaNn, LinearWithoutInputFeaturesBroadcastsTheBias) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+  Device d;
+  for (const DType storage : {DType::f32, DType::bf16, DType::f16}) {
+    for (const int64_t out : {int64_t{24}, int64_t{17}}) {
+      SCOPED_TRACE(std::string(dtype_name(storage)) + ", out " + std::to_string(out));
+      const ref::LinearShape s{5, 0, out};
+      const size_t e = dtype_size(storage);
+      // Any bit patterns: the bias is copied, never computed with.
+      const HostTensor words = inputs::philox_u32("bits", {out}, inputs::kDefaultSeed, 11);
+      HostTensor bias("bias", storage, {out});
+      for (int64_t o = 0; o < out; ++o) {
+        std::memcpy(static_cast<char*>(bias.data()) + o * static_cast<int64_t>(e), &words.view<uint32_t>()[static_cast<size_t>(o)], e);
+      }
+      const DeviceTensor db = d.up(bias);
+      const DeviceTensor y = d.out("y", storage, {s.rows, out});
+      opt::LinearPlan with_bias(d.session->blas_lt(), s, storage, true);
+      with_bias.forward(nullptr, nullptr, db.ptr, y.ptr, nullptr, d.stream());
+      const HostTensor got = d.down(y);
+      for (int64_t r = 0; r < s.rows; ++r) {
+        EXPECT_EQ(std::memcmp(static_cast<const char*>(got.data()) + r * out * static_cast<int64_t>(e), bias.data(),
+                              bias.size_bytes()),
+                  0)
+            << "row " << r;
+      }
+
+      const DeviceTensor z = d.out("y", storage, {s.rows, out});
+      opt::LinearPlan no_bias(d.session->blas_lt(), s, storage, false);
+      no_bias.forward(nullptr, nullptr, nullptr, z.ptr, nullptr, d.stream());
+      const HostTensor zeros = d.down(z);
+      for (const unsigned char byte : zeros.view<unsigned char>()) ASSERT_EQ(byte, 0);
+    }
+  }
+
+  const ref::LinearShape s{1000, 0, 45};
+  const HostTensor dy = uniform("dy", {s.rows, s.out}, 3, -1, 1);
+  std::vector<float> expected(static_cast<size_t>(s.out));
+  ref::linear_backward(s, {}, {}, dy.view<float>(), {}, {}, expected);
+  opt::LinearPlan plan(d.session->blas_lt(), s, DType::f32, true);
+  void* ws = d.session->workspace(plan.workspace_bytes());
+  const DeviceTensor ddy = d.up(dy), ddb = d.out("dbias", DType::f32, {s.out});
+  plan.backward(nullptr, nullptr, ddy.ptr, nullptr, nullptr, static_cast<float*>(ddb.ptr), ws, d.stream());
+  expect_close(d.down(ddb), expected, 1e-5, 1e-4, "dbias");
 #endif
 }
 

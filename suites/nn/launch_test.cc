@@ -74,5 +74,24 @@ TEST(NnLaunch, PointwiseGrid) {
   EXPECT_FALSE(aligned16(reinterpret_cast<const void*>(uintptr_t{68})));
 }
 
+// Linear with in == 0 copies the bias into every row: 16-byte steps only when no step crosses a row.
+TEST(NnLaunch, BiasBroadcastVector) {
+  EXPECT_EQ(broadcast_vector(24, 4), 4);
+  EXPECT_EQ(broadcast_vector(24, 2), 8);
+  EXPECT_EQ(broadcast_vector(17, 4), 1);
+  EXPECT_EQ(broadcast_vector(12, 2), 1);  // 24 bytes: every other row would start misaligned
+  EXPECT_EQ(broadcast_vector(12, 4), 4);
+  for (int64_t cols : {1, 3, 4, 8, 12, 17, 24, 4096}) {
+    for (size_t bytes : {size_t{4}, size_t{2}}) {
+      const int v = broadcast_vector(cols, bytes);
+      EXPECT_EQ(cols % v, 0);
+      EXPECT_TRUE(v == 1 || v * static_cast<int64_t>(bytes) == kVectorBytes);
+      if (v > 1) {
+        EXPECT_EQ(cols * static_cast<int64_t>(bytes) % kVectorBytes, 0);  // every row starts aligned
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace gauge::optimized::nn::launch
