@@ -42,6 +42,14 @@
 // update kernels; AdamW is Adam with a uniform switch); momentum, nesterov, centered, amsgrad,
 // weight decay and the first SGD step are launch-uniform runtime switches.
 //
+// Counted steps (StepPlan::step_counted) always run the pre-pass (+4 B/param fp32, +2 bf16, as
+// above, even where the host step would skip it); its last block's thread 0 also advances the device
+// step counter and computes t's step-dependent scalars in double (one pow per bias correction: a
+// few hundred instructions once per step), and the update reads those 20 bytes instead of its
+// parameters'. Both kernels have a counted twin (a template flag), so the host step's kernels are
+// unchanged; the counted pre-pass needs 40 registers for the pow path (32 without: 75% instead of
+// 100% occupancy, still many times the bytes in flight a streaming read needs).
+//
 // Norm determinism: every chunk's sum of squares is computed by one block in a fixed order
 // (per-thread sequential FMAs over a fixed element assignment, a fixed xor-shuffle tree, a fixed tree
 // over the 8 warps), written to partials[chunk] with a NaN/Inf flag in flags[chunk]; the last block to
@@ -92,7 +100,29 @@ struct NormArgs {
   int allow_nonfinite = 0;
   int* status_out = nullptr;
   float* norm_out = nullptr;
+  // step_counted() (norm_kernel<G, true>): the applied-step counter the last block advances, and where
+  // it puts t's scalars.
+  int64_t* step_counter = nullptr;
+  plan::CountedStep* counted = nullptr;
+  StepDependence dependence;
 };
+
+// The counted step's bookkeeping, by the last block's thread 0 once it knows the step is applied:
+// t = applied steps + 1, counted in place, and t's step-dependent scalars in double (the host step's
+// own function). A few hundred instructions of one thread per step.
+__device__ __noinline__ void advance_step_counter(int64_t* step_counter, plan::CountedStep* counted,
+                                                  const StepDependence dependence) {
+  const int64_t t = *step_counter + 1;
+  *step_counter = t;
+  const StepDependentScalars d = step_dependent_scalars(dependence, t);
+  plan::CountedStep c;
+  c.step = static_cast<uint32_t>(t);  // t < 2^30: the caller's promise (StepPlan::step_counted)
+  c.clr = d.clr;
+  c.step_size = d.step_size;
+  c.bc2_sqrt = d.bc2_sqrt;
+  c.first_step = d.first_step;
+  *counted = c;
+}
 
 // Sum over the block in a fixed order; the result is valid in warp 0. Callers separate two uses of
 // `warp_sums` with a __syncthreads().
@@ -124,8 +154,10 @@ __device__ __forceinline__ void add_squares(const G* grad, int64_t i, float& sum
 }
 
 // One block per chunk (forward order); the last block to finish also does the final sum and writes
-// the step's control block, status and norm.
-template <class G>
+// the step's control block, status and norm, and (kCounted: step_counted) advances the step counter.
+// kCounted is a template parameter so that the host step's pre-pass keeps its code and registers
+// (the double pow of the counted bookkeeping needs more).
+template <class G, bool kCounted>
 __global__ void __launch_bounds__(plan::kThreadsPerBlock) norm_kernel(const NormArgs a) {
   constexpr int kWidth = plan::vector_width(sizeof(G));
   __shared__ float warp_sums[plan::kWarpsPerBlock];
@@ -181,6 +213,9 @@ __global__ void __launch_bounds__(plan::kThreadsPerBlock) norm_kernel(const Norm
     a.control->blocks_done = 0u;  // ready for the next step (stream-ordered)
     if (a.status_out != nullptr) *a.status_out = skip;
     if (a.norm_out != nullptr) *a.norm_out = norm;
+    if constexpr (kCounted) {
+      if (skip == 0) advance_step_counter(a.step_counter, a.counted, a.dependence);
+    }
   }
 }
 
@@ -421,6 +456,8 @@ StepPlan::StepPlan(const TensorList& list, Precision precision, const Hyper& hyp
   std::vector<unsigned char> image(w.partials, 0);
   const plan::Control control{};
   detail::put(image, w.control, &control, 1);
+  const plan::CountedStep counted_step{};
+  detail::put(image, w.counted, &counted_step, 1);
   detail::put(image, w.descriptors, descriptors.data(), descriptors.size());
   detail::put(image, w.chunks, chunks.data(), chunks.size());
   detail::upload(workspace_, image, stream, "StepPlan: uploading the chunk table");
@@ -433,18 +470,36 @@ void StepPlan::step(int64_t step, double lr, const StepOptions& options, int* st
   if (step < 1 || step >= (int64_t{1} << 30)) {  // 2^30: the stochastic-rounding counter's limit
     detail::usage("StepPlan::step: step " + std::to_string(step) + " is outside [1, 2^30)");
   }
-  if (!std::isfinite(lr) || lr < 0.0) detail::usage("StepPlan::step: lr " + std::to_string(lr) + " is negative or not finite");
-  if (!std::isfinite(options.max_grad_norm) || options.max_grad_norm < 0.0) {
-    detail::usage("StepPlan::step: max_grad_norm " + std::to_string(options.max_grad_norm) + " is negative or not finite");
+  enqueue_step(step, nullptr, lr, options, status_device, norm_device, stream);
+}
+
+void StepPlan::step_counted(int64_t* step_counter_device, double lr, const StepOptions& options, int* status_device,
+                            float* norm_device, StreamHandle stream) const {
+  if (step_counter_device == nullptr) detail::usage("StepPlan::step_counted: the step counter is null");
+  if (reinterpret_cast<uintptr_t>(step_counter_device) % alignof(int64_t) != 0) {
+    detail::usage("StepPlan::step_counted: the step counter is not 8-byte aligned");
   }
+  enqueue_step(0, step_counter_device, lr, options, status_device, norm_device, stream);
+}
+
+void StepPlan::enqueue_step(int64_t host_step, int64_t* step_counter_device, double lr, const StepOptions& options,
+                            int* status_device, float* norm_device, StreamHandle stream) const {
+  const char* const who = step_counter_device != nullptr ? "StepPlan::step_counted" : "StepPlan::step";
+  if (!std::isfinite(lr) || lr < 0.0) detail::usage(std::string(who) + ": lr " + std::to_string(lr) + " is negative or not finite");
+  if (!std::isfinite(options.max_grad_norm) || options.max_grad_norm < 0.0) {
+    detail::usage(std::string(who) + ": max_grad_norm " + std::to_string(options.max_grad_norm) + " is negative or not finite");
+  }
+  const bool counted = step_counter_device != nullptr;
   const plan::WorkspaceLayout w = plan::workspace_layout(tensor_count_, chunk_count_, sizeof(TensorDescriptor));
   auto* base = static_cast<unsigned char*>(workspace_);
   const auto* tensors = reinterpret_cast<const TensorDescriptor*>(base + w.descriptors);
   const auto* chunks = reinterpret_cast<const plan::Chunk*>(base + w.chunks);
   auto* control = reinterpret_cast<plan::Control*>(base + w.control);
+  auto* counted_step = reinterpret_cast<plan::CountedStep*>(base + w.counted);
   const int blocks = plan::grid_blocks(chunk_count_);
 
-  const bool norm_pass = needs_norm_pass(options, norm_device);
+  // The counted step's counter lives in the pre-pass's last block, so that pass always runs then.
+  const bool norm_pass = counted || needs_norm_pass(options, norm_device);
   if (norm_pass) {
     detail::NormArgs n;
     n.tensors = tensors;
@@ -458,12 +513,26 @@ void StepPlan::step(int64_t step, double lr, const StepOptions& options, int* st
     n.allow_nonfinite = options.allow_nonfinite ? 1 : 0;
     n.status_out = status_device;
     n.norm_out = norm_device;
-    if (precision_ == Precision::fp32) {
-      detail::norm_kernel<float><<<blocks, plan::kThreadsPerBlock, 0, stream>>>(n);
-    } else {
-      detail::norm_kernel<uint16_t><<<blocks, plan::kThreadsPerBlock, 0, stream>>>(n);
+    if (counted) {
+      n.step_counter = step_counter_device;
+      n.counted = counted_step;
+      n.dependence = step_dependence(hyper_, lr);
     }
-    detail::check_launch("StepPlan::step: norm pre-pass");
+    const bool f32 = precision_ == Precision::fp32;
+    if (counted) {
+      if (f32) {
+        detail::norm_kernel<float, true><<<blocks, plan::kThreadsPerBlock, 0, stream>>>(n);
+      } else {
+        detail::norm_kernel<uint16_t, true><<<blocks, plan::kThreadsPerBlock, 0, stream>>>(n);
+      }
+    } else {
+      if (f32) {
+        detail::norm_kernel<float, false><<<blocks, plan::kThreadsPerBlock, 0, stream>>>(n);
+      } else {
+        detail::norm_kernel<uint16_t, false><<<blocks, plan::kThreadsPerBlock, 0, stream>>>(n);
+      }
+    }
+    detail::check_launch(counted ? "StepPlan::step_counted: norm pre-pass" : "StepPlan::step: norm pre-pass");
   }
 
   detail::UpdateArgs u;
@@ -473,8 +542,11 @@ void StepPlan::step(int64_t step, double lr, const StepOptions& options, int* st
   u.control = norm_pass ? control : nullptr;
   u.status_out = norm_pass ? nullptr : status_device;
   u.seed = options.seed;
-  u.step = static_cast<uint64_t>(step);
-  u.s = step_scalars(hyper_, step, lr);
+  // Counted: the step-independent scalars from here (any t gives the same ones), the rest from the
+  // pre-pass's counted step.
+  u.step = counted ? 0 : static_cast<uint64_t>(host_step);
+  u.s = step_scalars(hyper_, counted ? 1 : host_step, lr);
+  u.counted = counted ? counted_step : nullptr;
   switch (hyper_.algorithm) {
     case Algorithm::sgd:
       detail::launch_update_sgd(precision_, u, stream);
@@ -490,7 +562,7 @@ void StepPlan::step(int64_t step, double lr, const StepOptions& options, int* st
       detail::launch_update_adam(precision_, u, stream);
       break;
   }
-  detail::check_launch("StepPlan::step: update");
+  detail::check_launch(counted ? "StepPlan::step_counted: update" : "StepPlan::step: update");
 }
 
 void StepPlan::initialize_state(StreamHandle stream) const {

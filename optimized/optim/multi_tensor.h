@@ -18,7 +18,9 @@
 //   AdamW    as Adam without the L2 term, p *= 1 - lr wd first
 // Weight-decay terms are skipped entirely when wd == 0 (as PyTorch does: 0 * Inf would be NaN).
 // Per-step scalars (1 - b^t, sqrt, lr / bc1, clr, 1 - lr wd) are computed in double on the host and
-// rounded once to fp32; element math is fp32 (FMA contraction allowed), sqrt and division IEEE.
+// rounded once to fp32 (step_counted: the step-dependent ones in double on the device, by the same
+// function, optimized/optim/step_scalars.h); element math is fp32 (FMA contraction allowed), sqrt
+// and division IEEE.
 //
 // Precisions (gauge::optim::Precision):
 //   fp32             params, grads, states float.
@@ -157,6 +159,23 @@ class StepPlan {
   void step(int64_t step, double lr, const gauge::optim::StepOptions& options, int* status_device, float* norm_device,
             StreamHandle stream) const;
 
+  // The same step with the step number kept on the device, for loops that must not synchronize and
+  // may skip steps (loss scaling: a skipped step must not advance Adam's t, as GradScaler never calls
+  // optimizer.step() then; PyTorch's capturable Adam keeps a device step tensor the same way).
+  // `step_counter_device` (an int64 on the device, 8-byte aligned, not null: else UsageError) holds
+  // the number of steps applied so far; the caller initializes it (0 before the first step, e.g. with
+  // cudaMemsetAsync) and orders every use of it on `stream`. The norm pre-pass always runs in this
+  // mode (two launches per step); its last block, which decides the skip, uses t = *counter + 1 when
+  // the step is applied, writes *counter = t, and computes the step-dependent scalars for t on the
+  // device (SGD's first step, AdaGrad's clr, Adam's bias corrections, the stochastic-rounding keys'
+  // step number) with the host step's own function, so step_counted applied at counter t - 1 and
+  // step(t, ...) give the same bits (caveat: pow, step_scalars.h). A skipped step leaves the counter,
+  // params, master and states untouched. The counter must stay below 2^30 - 1 before a step (t below
+  // 2^30, as step() requires); the device does not check it: that is the caller's to ensure.
+  // Everything else (lr, options, status, norm, the UsageErrors) as step().
+  void step_counted(int64_t* step_counter_device, double lr, const gauge::optim::StepOptions& options, int* status_device,
+                    float* norm_device, StreamHandle stream) const;
+
   // Sets the states to PyTorch's initial values (zeros; AdaGrad's sum = initial_accumulator_value,
   // rounded to nearest even in bf16_stochastic) and, in bf16_master, master = the bf16 params widened
   // (exact). One launch on `stream`.
@@ -180,7 +199,11 @@ class StepPlan {
   const gauge::optim::Hyper& hyper() const { return hyper_; }
 
  private:
-  void* workspace_ = nullptr;  // from the caller's allocator: control, descriptors, chunks, partials
+  // step() (host_step >= 1, counter null) and step_counted() (counter set, host_step unused).
+  void enqueue_step(int64_t host_step, int64_t* step_counter_device, double lr, const gauge::optim::StepOptions& options,
+                    int* status_device, float* norm_device, StreamHandle stream) const;
+
+  void* workspace_ = nullptr;  // from the caller's allocator: control, counted step, descriptors, chunks, partials
   size_t workspace_bytes_ = 0;
   gauge::optim::Precision precision_ = gauge::optim::Precision::fp32;
   gauge::optim::Hyper hyper_;

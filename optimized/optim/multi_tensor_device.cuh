@@ -46,6 +46,10 @@ struct UpdateArgs {
   uint64_t seed = 0;  // stochastic rounding
   uint64_t step = 0;
   StepScalars s;
+  // step_counted() (update_kernel<Op, P, true>): the step number and the step-dependent scalars come
+  // from here (the pre-pass wrote them for the applied step's t; `control` is then set too) instead
+  // of from `step` and `s`. Null for step().
+  const plan::CountedStep* counted = nullptr;
 };
 
 // ---- Element types per precision ------------------------------------------------------------------
@@ -272,8 +276,40 @@ __device__ __forceinline__ float nan_max(float a, float b) { return (isnan(a) ||
 // v = tid, tid + 256, ... of the chunk's body, then its share of the at most 2 x (width - 1) scalar
 // edge elements (all of the chunk for tensors on the scalar path). Op::apply<N>(io, i, s, scale)
 // updates elements [i, i + N).
+//
+// kCounted (step_counted): the step number and the step-dependent scalars come from the pre-pass's
+// counted step in the workspace (20 bytes every thread reads from the same line) instead of the
+// parameters. A template parameter rather than a runtime branch, so that the host step's kernels keep
+// their code and registers exactly: values loaded from memory live in registers where the
+// parameters' are constant-bank operands, and a shared kernel would carry the counted path's
+// registers into the host step (measured: up to +8, and a spill in SGD's bf16 kernel on sm_80).
+
+// Whether Op branches on StepScalars::first_step (it says so with kSwitchesOnFirstStep = true).
+template <class Op>
+constexpr bool switches_on_first_step() {
+  if constexpr (requires { Op::kSwitchesOnFirstStep; }) {
+    return Op::kSwitchesOnFirstStep;
+  } else {
+    return false;
+  }
+}
 
 template <class Op, Precision P>
+__device__ __forceinline__ void update_chunk(const UpdateArgs& a, const StepScalars& s, uint64_t step, float scale) {
+  constexpr int kWidth = Io<P>::kWidth;
+  const plan::Chunk chunk = a.chunks[plan::update_chunk_of_block(blockIdx.x, a.chunk_count)];
+  const TensorDescriptor& d = a.tensors[chunk.tensor];
+  const Io<P> io(d, a.seed, step);
+  const plan::ChunkSplit split = plan::split_chunk(chunk.begin, chunk.count, d.vector_start, kWidth);
+  for (int64_t v = threadIdx.x; v < split.vectors; v += plan::kThreadsPerBlock) {
+    Op::template apply<kWidth>(io, split.vector_first(v), s, scale);
+  }
+  for (int64_t j = threadIdx.x; j < split.scalar_count(); j += plan::kThreadsPerBlock) {
+    Op::template apply<1>(io, split.scalar_index(j), s, scale);
+  }
+}
+
+template <class Op, Precision P, bool kCounted>
 __global__ void __launch_bounds__(plan::kThreadsPerBlock) update_kernel(const UpdateArgs a) {
   float scale = 1.0f;
   if (a.control != nullptr) {
@@ -283,22 +319,40 @@ __global__ void __launch_bounds__(plan::kThreadsPerBlock) update_kernel(const Up
     *a.status_out = 0;
   }
   if (a.chunk_count == 0) return;
-  constexpr int kWidth = Io<P>::kWidth;
-  const plan::Chunk chunk = a.chunks[plan::update_chunk_of_block(blockIdx.x, a.chunk_count)];
-  const TensorDescriptor& d = a.tensors[chunk.tensor];
-  const Io<P> io(d, a.seed, a.step);
-  const plan::ChunkSplit split = plan::split_chunk(chunk.begin, chunk.count, d.vector_start, kWidth);
-  for (int64_t v = threadIdx.x; v < split.vectors; v += plan::kThreadsPerBlock) {
-    Op::template apply<kWidth>(io, split.vector_first(v), a.s, scale);
-  }
-  for (int64_t j = threadIdx.x; j < split.scalar_count(); j += plan::kThreadsPerBlock) {
-    Op::template apply<1>(io, split.scalar_index(j), a.s, scale);
+  if constexpr (kCounted) {
+    const plan::CountedStep c = *a.counted;
+    StepScalars s = a.s;
+    s.clr = c.clr;
+    s.step_size = c.step_size;
+    s.bc2_sqrt = c.bc2_sqrt;
+    const auto step = static_cast<uint64_t>(c.step);
+    if constexpr (switches_on_first_step<Op>()) {
+      // SGD: one loop per value of the loaded first_step, each with it as a constant (keeping it in
+      // a register through the loop cost a spill on sm_80).
+      if (c.first_step != 0) {
+        s.first_step = 1;
+        update_chunk<Op, P>(a, s, step, scale);
+      } else {
+        s.first_step = 0;
+        update_chunk<Op, P>(a, s, step, scale);
+      }
+    } else {
+      s.first_step = c.first_step;
+      update_chunk<Op, P>(a, s, step, scale);
+    }
+  } else {
+    update_chunk<Op, P>(a, a.s, a.step, scale);
   }
 }
 
 template <class Op, Precision P>
 void launch_update_as(const UpdateArgs& args, StreamHandle stream) {
-  update_kernel<Op, P><<<plan::grid_blocks(args.chunk_count), plan::kThreadsPerBlock, 0, stream>>>(args);
+  const int blocks = plan::grid_blocks(args.chunk_count);
+  if (args.counted != nullptr) {
+    update_kernel<Op, P, true><<<blocks, plan::kThreadsPerBlock, 0, stream>>>(args);
+  } else {
+    update_kernel<Op, P, false><<<blocks, plan::kThreadsPerBlock, 0, stream>>>(args);
+  }
 }
 
 template <class Op>

@@ -168,14 +168,29 @@ struct Control {
 };
 static_assert(sizeof(Control) == 16);
 
+// The step number and step-dependent scalars of a counted step (StepPlan::step_counted): the
+// pre-pass's last block writes them, for t = the device counter + 1, when it decides the step is
+// applied; the update kernel then reads them instead of its parameters' (optimized/optim/
+// step_scalars.h: step_dependent_scalars). Stale, and not read, when the step is skipped.
+struct CountedStep {
+  uint32_t step = 0;  // t (< 2^30): also the step number of the stochastic-rounding keys
+  int32_t first_step = 0;
+  float clr = 0;
+  float step_size = 0;
+  float bc2_sqrt = 1;
+};
+static_assert(sizeof(CountedStep) == 20);
+
 inline constexpr size_t kWorkspaceAlignment = 256;
 constexpr size_t align_up(size_t bytes) { return (bytes + kWorkspaceAlignment - 1) / kWorkspaceAlignment * kWorkspaceAlignment; }
 
-// [control | descriptors | chunk table | per-chunk partial sums | per-chunk non-finite flags], each
-// part 256-byte aligned. Only the first three are initialized (the pre-pass writes every partial and
-// flag before reading them).
+// [control | counted step | descriptors | chunk table | per-chunk partial sums | per-chunk non-finite
+// flags], each part 256-byte aligned. The first four are initialized at plan construction (the
+// counted step to its defaults; an applied counted pre-pass rewrites it before its update reads it);
+// every pre-pass writes all partials and flags before reading them.
 struct WorkspaceLayout {
   size_t control = 0;
+  size_t counted = 0;
   size_t descriptors = 0;
   size_t chunks = 0;
   size_t partials = 0;
@@ -186,7 +201,8 @@ struct WorkspaceLayout {
 constexpr WorkspaceLayout workspace_layout(int64_t tensors, int64_t chunks, size_t descriptor_bytes) {
   WorkspaceLayout w;
   w.control = 0;
-  w.descriptors = align_up(sizeof(Control));
+  w.counted = align_up(sizeof(Control));
+  w.descriptors = w.counted + align_up(sizeof(CountedStep));
   w.chunks = w.descriptors + align_up(static_cast<size_t>(tensors) * descriptor_bytes);
   w.partials = w.chunks + align_up(static_cast<size_t>(chunks) * sizeof(Chunk));
   w.flags = w.partials + align_up(static_cast<size_t>(chunks) * sizeof(float));

@@ -10,6 +10,9 @@ namespace gauge::optimized::optim::detail {
 namespace {
 
 struct SgdOp {
+  // The counted kernel runs one loop per value of first_step (multi_tensor_device.cuh).
+  static constexpr bool kSwitchesOnFirstStep = true;
+
   template <int N, class IoT>
   __device__ __forceinline__ static void apply(const IoT& io, int64_t i, const StepScalars& s, float scale) {
     float p[N];

@@ -1,12 +1,12 @@
-// GPU mixed-precision MLP recipes (semantics and the one known difference: mlp_recipes.h).
+// GPU mixed-precision MLP recipes (semantics: mlp_recipes.h).
 //
 // Napkin math: the model is tiny (~7.0e3 parameters, batch 32), one step is ~6 * 32 * 6.8e3 = 1.3
 // MFLOP of GEMMs and ~0.3 MB of state traffic, so a step is bound by launch latency, not by the GPU:
 // 6 linear launches (+ dbias reductions), 4 pointwise, 2 loss, up to 12 casts of the six tensors, the
-// fused unscale and the fused Adam (one launch for all six tensors each): ~30 launches, ~2-5 us
-// each, i.e. ~100 us per step. The only kernels written here are the two glue kernels below (the
-// device-scaled fp16 store of dlogits and the fp32 -> fp64 loss copy), each one pass over a few
-// hundred elements.
+// fused unscale and the fused Adam (one launch for all six tensors each, plus Adam's norm pre-pass,
+// which keeps its step counter on the device): ~30 launches, ~2-5 us each, i.e. ~100 us per step.
+// The only kernels written here are the two glue kernels below (the device-scaled fp16 store of
+// dlogits and the fp32 -> fp64 loss copy), each one pass over a few hundred elements.
 #include "optimized/precision/mlp_recipes.h"
 
 #include <cuda_fp16.h>
@@ -133,6 +133,7 @@ struct MlpRecipeRunner::Impl {
   int32_t* tracker = nullptr;
   float* found_inf = nullptr;
   int* status = nullptr;
+  int64_t* adam_steps = nullptr;  // Adam's t: steps applied so far (StepPlan::step_counted), zeroed by run()
 
   void enqueue_step(int64_t t, cudaStream_t stream) const;
 };
@@ -261,6 +262,7 @@ MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Rec
   s.tracker = static_cast<int32_t*>(take(4));
   s.found_inf = static_cast<float*>(take(4));
   s.status = static_cast<int*>(take(4));
+  s.adam_steps = static_cast<int64_t*>(take(sizeof(int64_t)));
   check(cudaMemcpyAsync(s.scale_init, &s.host_scale, sizeof(float), cudaMemcpyHostToDevice, cs), "upload the loss scale");
 
   // ---- Plans ----
@@ -386,7 +388,14 @@ void MlpRecipeRunner::Impl::enqueue_step(int64_t t, cudaStream_t stream) const {
     check(cudaMemsetAsync(found_inf, 0, sizeof(float), stream), "clear found_inf");
     unscale_plan->unscale_and_check(scale, found_inf, stream);
   }
-  step_plan->step(t + 1, task.lr, options, status, nullptr, stream);
+  // Adam's t from the device counter: t = applied steps + 1, and the counter stays put when the
+  // pre-pass skips the step. Only f16_scaled skips; the other recipes run with allow_nonfinite, never
+  // skip, and get t = step + 1 as before. Nothing else here depends on Adam's t: the host step number
+  // only picks the step's batch, labels and loss slot above, which are per training step, skipped or
+  // not (as the reference's make_batch(step)). The pure-bf16 recipe's stochastic-rounding keys are
+  // the optimizer's (seed, tensor 4 i + slot, element, Adam's t), as they always were; that recipe
+  // never skips, so they are the same keys as before.
+  step_plan->step_counted(adam_steps, task.lr, options, status, nullptr, stream);
   if (f16) {
     for (int k = 0; k < kTensors; ++k) cast_f32_to_f16(weights32[k], static_cast<uint16_t*>(weights16[k]), sizes[k], stream);
   }
@@ -413,6 +422,7 @@ void MlpRecipeRunner::run(double* losses_f64, StreamHandle stream) const {
   }
   check(cudaMemcpyAsync(s.scale, s.scale_init, sizeof(float), cudaMemcpyDeviceToDevice, cs), "reset the loss scale");
   check(cudaMemsetAsync(s.tracker, 0, sizeof(int32_t), cs), "reset the growth tracker");
+  check(cudaMemsetAsync(s.adam_steps, 0, sizeof(int64_t), cs), "reset Adam's step counter");
   for (int64_t t = 0; t < s.task.steps; ++t) s.enqueue_step(t, cs);
   widen_losses_kernel<<<blocks_for(s.task.steps), kThreads, 0, cs>>>(s.step_losses, s.losses32, losses_f64, s.task.steps);
   check(cudaGetLastError(), "loss copy");

@@ -19,10 +19,10 @@
 //   bf16_pure     Adam bf16_stochastic on bf16 weights and states (stochastic rounding keyed by the
 //                 task seed; the key layout is the optimizer's, not the reference recipe's, so the
 //                 curves agree statistically, not bit for bit).
-// Known difference from the reference: a skipped fp16 step still advances Adam's step number here
-// (StepPlan takes the step number from the host, which cannot see found_inf without a sync), so after
-// k skipped steps the bias corrections use t instead of t - k. Skips only occur while the initial
-// scale backs off, so this moves the lr / (1 - beta1^t) factor of the first few steps only.
+// Adam's step number t counts applied steps only, as the reference's adam_steps and GradScaler (which
+// never calls optimizer.step() for a skipped step): it lives on the device (StepPlan::step_counted,
+// a counter zeroed by run()), because the host cannot see found_inf without a sync. So a skipped fp16
+// step leaves the bias corrections where they were. The recipes that never skip have t = step + 1.
 //
 // The task data (teacher labels of every step's batch, initial weights) are drawn on the host from
 // the same Philox streams as the reference (harness/inputs.h) when the runner is built and uploaded

@@ -950,6 +950,144 @@ TEST(CudaOptim, SkipOnNonfiniteLeavesEveryByte) {
 #endif
 }
 
+// ---- The counted step (step number on the device) -------------------------------------------------
+
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+// An int64 step counter in device memory.
+struct DeviceCounter {
+  gauge::DeviceTensor device;
+  DeviceCounter(Session& session, int64_t value) {
+    gauge::HostTensor t("step_counter", DType::i64, {1});
+    t.view<int64_t>()[0] = value;
+    device = session.upload(t);
+  }
+  int64_t* get() const { return static_cast<int64_t*>(device.ptr); }
+  int64_t read(Session& session) const { return session.download(device).view<int64_t>()[0]; }
+};
+#endif  // GAUGE_HAS_CUDA
+
+// step_counted over K steps of which some carry a planted NaN / Inf gradient (in a vector body, scalar
+// edges, a one-element tensor): a skipped step reports status 1, leaves the counter where it
+// was and not one byte of params, master or states changed; an applied step gives exactly the bytes
+// of the host step() run on a twin list on the applied steps only, with t = counter start + 1, + 2,
+// ... (the first step is a skipped one, so SGD's "first step" must wait for the first applied step),
+// and the same status and norm bits. The last step allows non-finite gradients: the counted step
+// runs its pre-pass even where the host step would not, and still advances.
+// Adam's bias corrections go through pow, which CUDA and glibc may round differently (step_scalars.h);
+// for beta1 0.9, beta2 0.999 and the t and lr used here, every double scalar lies more than 5,000
+// times that difference away from an fp32 rounding tie (checked offline), so the bits must agree.
+TEST(CudaOptim, CountedStepAdvancesOnlyOnAppliedSteps) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+  const auto session = open_session();
+  const bool skipped[] = {true, false, false, true, true, false, true, false, false, false};
+  constexpr size_t kSteps = std::size(skipped);
+  const float bad_values[] = {INFINITY, std::nanf(""), -INFINITY};
+  uint64_t seed = 1000;
+  for (const Config& c : configs()) {
+    for (const Precision precision : kPrecisions) {
+      for (const int64_t counter_start : {int64_t{0}, int64_t{999}}) {
+        session->begin_case();
+        const std::string what = label(c.name, precision) + " counter from " + std::to_string(counter_start);
+        SCOPED_TRACE(what);
+        ListSpec spec;
+        spec.precision = precision;
+        spec.hyper = c.hyper;
+        spec.sizes = {1000, 1, 20001, 37};
+        spec.shift_per_tensor = 1;  // scalar heads of several lengths
+        ++seed;
+        List counted = make_list(spec, seed);
+        List twin = make_list(spec, seed);
+        ASSERT_EQ(counted.arena.host(), twin.arena.host()) << "the twin lists must start from the same bytes";
+        counted.arena.upload(*session);
+        twin.arena.upload(*session);
+        const opt::StepPlan counted_plan = build_plan(*session, counted);
+        const opt::StepPlan twin_plan = build_plan(*session, twin);
+        const DeviceCounter counter(*session, counter_start);
+        int64_t applied = counter_start;
+        // Skipped steps 0, 3, 4, 6 plant in a vector body, the one-element tensor, the last element of
+        // a short tensor and a scalar tail (tensor 2, shifted by 2 elements, ends in one).
+        const std::pair<size_t, int64_t> places[] = {{2, 4321}, {2, 20000}, {0, 999}, {1, 0}, {3, 36}};
+        for (size_t k = 0; k < kSteps; ++k) {
+          SCOPED_TRACE("step " + std::to_string(k) + (skipped[k] ? " (skipped)" : ""));
+          const double lr = 1e-2 / static_cast<double>(k + 1);
+          StepOptions options;
+          options.seed = seed;
+          options.max_grad_norm = (k % 2 == 1 && k != kSteps - 1) ? 1.0 : 0.0;
+          options.allow_nonfinite = k == kSteps - 1;
+          const bool want_norm = k % 3 == 1;
+          const auto [tensor, element] = places[k % std::size(places)];
+          const Array& grad = counted.tensors[tensor].grad;
+          const size_t at = grad.offset + static_cast<size_t>(element) * static_cast<size_t>(grad.bytes);
+          const std::vector<unsigned char> saved = counted.arena.host();
+          if (skipped[k]) {
+            counted.arena.set(grad, element, bad_values[k % std::size(bad_values)]);
+            counted.arena.push(*session, at, static_cast<size_t>(grad.bytes));
+          }
+          const std::vector<unsigned char> before = counted.arena.download(*session);
+          const Outputs counted_out(*session);
+          const Outputs twin_out(*session);
+          counted_plan.step_counted(counter.get(), lr, options, counted_out.status(), want_norm ? counted_out.norm() : nullptr,
+                                    session->stream());
+          if (!skipped[k]) {
+            twin_plan.step(++applied, lr, options, twin_out.status(), want_norm ? twin_out.norm() : nullptr, session->stream());
+          }
+          session->synchronize();
+          const std::vector<unsigned char> got = counted.arena.download(*session);
+          const auto [status, norm_bits] = counted_out.read(*session);
+          EXPECT_EQ(counter.read(*session), applied);
+          EXPECT_EQ(status, skipped[k] ? 1 : 0);
+          if (skipped[k]) {
+            expect_same_arena(before, got, counted.tensors, what + ": a skipped counted step wrote");
+            if (want_norm) {
+              EXPECT_FALSE(std::fabs(float_of(norm_bits)) <= FLT_MAX) << "the norm of a non-finite gradient";
+            }
+            // Restore the gradient (the twin's never changed).
+            counted.arena.host() = saved;
+            counted.arena.push(*session, at, static_cast<size_t>(grad.bytes));
+          } else {
+            expect_same_arena(twin.arena.download(*session), got, counted.tensors,
+                              what + ": counted step vs host step " + std::to_string(applied));
+            const auto [twin_status, twin_norm_bits] = twin_out.read(*session);
+            EXPECT_EQ(twin_status, 0);
+            EXPECT_EQ(norm_bits, twin_norm_bits) << "norm";
+          }
+          if (HasFatalFailure()) return;
+        }
+        EXPECT_EQ(applied - counter_start, static_cast<int64_t>(std::count(skipped, skipped + kSteps, false)));
+      }
+    }
+  }
+  // Arguments: a null or misaligned counter, a bad lr, are refused before any launch.
+  ListSpec spec;
+  spec.hyper.algorithm = Algorithm::adam;
+  spec.sizes = {10, 3};
+  List l = make_list(spec, 1100);
+  l.arena.upload(*session);
+  const opt::StepPlan p = build_plan(*session, l);
+  const DeviceCounter counter(*session, 0);
+  EXPECT_THROW(p.step_counted(nullptr, 1e-3, StepOptions{}, nullptr, nullptr, session->stream()), gauge::UsageError);
+  EXPECT_THROW(p.step_counted(reinterpret_cast<int64_t*>(reinterpret_cast<unsigned char*>(counter.get()) + 4), 1e-3,
+                              StepOptions{}, nullptr, nullptr, session->stream()),
+               gauge::UsageError);
+  EXPECT_THROW(p.step_counted(counter.get(), -1.0, StepOptions{}, nullptr, nullptr, session->stream()), gauge::UsageError);
+  StepOptions bad_clip;
+  bad_clip.max_grad_norm = -1.0;
+  EXPECT_THROW(p.step_counted(counter.get(), 1e-3, bad_clip, nullptr, nullptr, session->stream()), gauge::UsageError);
+  session->synchronize();
+  EXPECT_EQ(counter.read(*session), 0) << "a refused step moved the counter";
+  // An empty plan still counts its (applied) steps.
+  const opt::StepPlan empty(opt::TensorList{}, Precision::fp32, spec.hyper,
+                            [&](size_t bytes) { return session->workspace(bytes); }, session->stream());
+  const Outputs outputs(*session);
+  empty.step_counted(counter.get(), 1e-3, StepOptions{}, outputs.status(), nullptr, session->stream());
+  empty.step_counted(counter.get(), 1e-3, StepOptions{}, outputs.status(), nullptr, session->stream());
+  session->synchronize();
+  EXPECT_EQ(counter.read(*session), 2);
+  EXPECT_EQ(outputs.read(*session).first, 0);
+#endif
+}
+
 // allow_nonfinite: the step runs and NaN / Inf propagate as in PyTorch (with clipping, an Inf norm
 // gives coefficient 0, a NaN norm a NaN coefficient). NaN payloads differ between host and device,
 // so NaNs compare as equal.

@@ -3,7 +3,8 @@
 // body / scalar tail cover every element exactly once when walked the way the kernels walk them
 // (256 threads, strided), every vector step is 16-byte aligned in every array, the update order is a
 // permutation of the chunks, and the workspace parts are aligned and disjoint. Also the host-side
-// pieces the kernels depend on: state order (against gauge::optim::state_names), per-step scalars,
+// pieces the kernels depend on: state order (against gauge::optim::state_names), per-step scalars
+// (and their step-dependent part, which step_counted computes on the device with the same function),
 // and the bf16 rounding of optimized/precision/stochastic_rounding.cuh, which the kernels compile from
 // the same source: bit-identical to the reference's RNE cast and stochastic rounding (value and
 // random word), plus an independent oracle for RNE and exact unbiasedness for stochastic rounding.
@@ -15,9 +16,11 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "harness/philox.h"
@@ -252,13 +255,16 @@ TEST(MultiTensorPlan, WorkspacePartsAreAlignedAndDisjoint) {
   for (const int64_t tensors : {0, 1, 3, 1000}) {
     for (const int64_t chunks : {0, 1, 7, 6104}) {
       const WorkspaceLayout w = workspace_layout(tensors, chunks, kStepDescriptorBytes);
-      for (const size_t offset : {w.control, w.descriptors, w.chunks, w.partials, w.total}) {
+      for (const size_t offset : {w.control, w.counted, w.descriptors, w.chunks, w.partials, w.flags, w.total}) {
         EXPECT_EQ(offset % kWorkspaceAlignment, 0u);
       }
-      EXPECT_GE(w.descriptors - w.control, sizeof(Control));
+      EXPECT_GE(w.counted - w.control, sizeof(Control));
+      EXPECT_GE(w.descriptors - w.counted, sizeof(CountedStep));
+      EXPECT_EQ(w.counted % alignof(CountedStep), 0u);
       EXPECT_GE(w.chunks - w.descriptors, static_cast<size_t>(tensors) * kStepDescriptorBytes);
       EXPECT_GE(w.partials - w.chunks, static_cast<size_t>(chunks) * sizeof(Chunk));
-      EXPECT_GE(w.total - w.partials, static_cast<size_t>(chunks) * sizeof(float));
+      EXPECT_GE(w.flags - w.partials, static_cast<size_t>(chunks) * sizeof(float));
+      EXPECT_GE(w.total - w.flags, static_cast<size_t>(chunks) * sizeof(uint32_t));
       const AccumulateLayout a = accumulate_layout(tensors, 3, chunks);
       EXPECT_EQ(a.descriptors, 0u);
       EXPECT_GE(a.grad_table, static_cast<size_t>(tensors) * kAccumulateDescriptorBytes);
@@ -381,6 +387,169 @@ TEST(MultiTensorPlan, StepScalars) {
   EXPECT_EQ(accumulation_scale(4), 0.25f);
   EXPECT_EQ(accumulation_scale(1), 1.0f);
   EXPECT_EQ(accumulation_scale(3), 1.0f / 3.0f);
+}
+
+// ---- The step-dependent scalars shared by the host step and the counted (device) step --------------
+
+// step_scalars as it was written before its step-dependent part moved into step_dependent_scalars:
+// the expressions the host step has always used.
+StepScalars legacy_step_scalars(const Hyper& h, int64_t step, double lr) {
+  StepScalars s;
+  const auto f = [](double x) { return static_cast<float>(x); };
+  const double t = static_cast<double>(step);
+  s.lr = f(lr);
+  s.weight_decay = f(h.weight_decay);
+  s.use_weight_decay = h.weight_decay != 0.0 ? 1 : 0;
+  s.eps = f(h.eps);
+  const StateIndex slots = state_index(h);
+  switch (h.algorithm) {
+    case Algorithm::sgd:
+      s.momentum = f(h.momentum);
+      s.dampening_complement = f(1.0 - h.dampening);
+      s.use_momentum = h.momentum != 0.0 ? 1 : 0;
+      s.nesterov = h.nesterov ? 1 : 0;
+      s.first_step = step == 1 ? 1 : 0;
+      break;
+    case Algorithm::adagrad:
+      s.clr = f(lr / (1.0 + (t - 1.0) * h.lr_decay));
+      break;
+    case Algorithm::rmsprop:
+      s.alpha = f(h.alpha);
+      s.one_minus_alpha = f(1.0 - h.alpha);
+      s.momentum = f(h.momentum);
+      s.use_momentum = h.momentum > 0.0 ? 1 : 0;
+      s.centered = h.centered ? 1 : 0;
+      s.momentum_slot = slots.momentum_buffer;
+      s.grad_avg_slot = slots.grad_avg;
+      break;
+    case Algorithm::adam:
+    case Algorithm::adamw: {
+      const double bc1 = 1.0 - std::pow(h.beta1, t);
+      const double bc2 = 1.0 - std::pow(h.beta2, t);
+      s.beta1 = f(h.beta1);
+      s.one_minus_beta1 = f(1.0 - h.beta1);
+      s.beta2 = f(h.beta2);
+      s.one_minus_beta2 = f(1.0 - h.beta2);
+      s.step_size = f(lr / bc1);
+      s.bc2_sqrt = f(std::sqrt(bc2));
+      s.amsgrad = h.amsgrad ? 1 : 0;
+      s.decoupled = h.algorithm == Algorithm::adamw ? 1 : 0;
+      s.decay_factor = f(1.0 - lr * h.weight_decay);
+      break;
+    }
+  }
+  return s;
+}
+
+// Every field, floats by their bits.
+void expect_same_scalars(const StepScalars& want, const StepScalars& got, const std::string& what) {
+  const auto b = [](float x) { return std::bit_cast<uint32_t>(x); };
+  const std::pair<float, float> floats[] = {
+      {want.lr, got.lr},
+      {want.weight_decay, got.weight_decay},
+      {want.eps, got.eps},
+      {want.momentum, got.momentum},
+      {want.dampening_complement, got.dampening_complement},
+      {want.clr, got.clr},
+      {want.alpha, got.alpha},
+      {want.one_minus_alpha, got.one_minus_alpha},
+      {want.beta1, got.beta1},
+      {want.one_minus_beta1, got.one_minus_beta1},
+      {want.beta2, got.beta2},
+      {want.one_minus_beta2, got.one_minus_beta2},
+      {want.step_size, got.step_size},
+      {want.bc2_sqrt, got.bc2_sqrt},
+      {want.decay_factor, got.decay_factor}};
+  for (size_t k = 0; k < std::size(floats); ++k) {
+    EXPECT_EQ(b(floats[k].first), b(floats[k].second)) << what << ": float field " << k << " " << floats[k].first << " vs "
+                                                       << floats[k].second;
+  }
+  const std::pair<int, int> ints[] = {{want.use_weight_decay, got.use_weight_decay},
+                                      {want.use_momentum, got.use_momentum},
+                                      {want.nesterov, got.nesterov},
+                                      {want.first_step, got.first_step},
+                                      {want.centered, got.centered},
+                                      {want.amsgrad, got.amsgrad},
+                                      {want.decoupled, got.decoupled},
+                                      {want.momentum_slot, got.momentum_slot},
+                                      {want.grad_avg_slot, got.grad_avg_slot}};
+  for (size_t k = 0; k < std::size(ints); ++k) EXPECT_EQ(ints[k].first, ints[k].second) << what << ": int field " << k;
+}
+
+std::vector<std::pair<std::string, Hyper>> every_algorithm() {
+  std::vector<std::pair<std::string, Hyper>> c;
+  Hyper h = hyper(Algorithm::sgd);
+  c.emplace_back("sgd", h);
+  h.momentum = 0.9;
+  h.dampening = 0.1;
+  h.weight_decay = 0.01;
+  h.nesterov = false;
+  c.emplace_back("sgd_momentum", h);
+  h = hyper(Algorithm::adagrad);
+  c.emplace_back("adagrad", h);
+  h.lr_decay = 0.01;
+  h.weight_decay = 0.01;
+  c.emplace_back("adagrad_decay", h);
+  h.lr_decay = 0.37;
+  c.emplace_back("adagrad_decay_0.37", h);
+  h = hyper(Algorithm::rmsprop);
+  h.centered = true;
+  h.momentum = 0.9;
+  c.emplace_back("rmsprop_centered_momentum", h);
+  h = hyper(Algorithm::adam);
+  h.beta1 = 0.9;
+  h.beta2 = 0.999;
+  h.weight_decay = 0.01;
+  c.emplace_back("adam", h);
+  h.beta1 = 0.8;
+  h.beta2 = 0.95;
+  h.amsgrad = true;
+  c.emplace_back("adam_0.8_0.95_amsgrad", h);
+  h = hyper(Algorithm::adamw);
+  h.beta1 = 0.9;
+  h.beta2 = 0.999;
+  h.weight_decay = 0.1;
+  c.emplace_back("adamw", h);
+  h.beta1 = 0.0;
+  h.beta2 = 0.5;
+  c.emplace_back("adamw_0_0.5", h);
+  return c;
+}
+
+// The host step's scalars are what they always were, the shared function gives exactly their
+// step-dependent part, and the step-independent part does not depend on t (step_counted takes it from
+// step_scalars(h, 1, lr) and the rest from the device).
+TEST(MultiTensorPlan, StepDependentScalarsAreTheHostSteps) {
+  for (const auto& [name, h] : every_algorithm()) {
+    for (const double lr : {1e-3, 0.1, 0.0, 3.0}) {
+      for (const int64_t t : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{1000}, int64_t{1} << 29}) {
+        const std::string what = name + " lr " + std::to_string(lr) + " t " + std::to_string(t);
+        const StepScalars legacy = legacy_step_scalars(h, t, lr);
+        expect_same_scalars(legacy, step_scalars(h, t, lr), what + " step_scalars");
+
+        const StepDependentScalars d = step_dependent_scalars(step_dependence(h, lr), t);
+        StepScalars counted = step_scalars(h, 1, lr);
+        set_step_dependent(counted, d);
+        expect_same_scalars(legacy, counted, what + " step_scalars(t = 1) + step_dependent_scalars(t)");
+      }
+    }
+  }
+  // A few values worked out by hand.
+  Hyper adam = hyper(Algorithm::adam);
+  adam.beta1 = 0.5;
+  adam.beta2 = 0.75;
+  const StepDependentScalars a2 = step_dependent_scalars(step_dependence(adam, 0.75), 2);
+  EXPECT_EQ(a2.step_size, 1.0f);                                       // 0.75 / (1 - 0.25)
+  EXPECT_EQ(a2.bc2_sqrt, static_cast<float>(std::sqrt(1.0 - 0.5625)));  // sqrt(0.4375)
+  EXPECT_EQ(a2.first_step, 0);
+  EXPECT_EQ(a2.clr, 0.0f);
+  Hyper sgd = hyper(Algorithm::sgd);
+  EXPECT_EQ(step_dependent_scalars(step_dependence(sgd, 0.1), 1).first_step, 1);
+  EXPECT_EQ(step_dependent_scalars(step_dependence(sgd, 0.1), 2).first_step, 0);
+  EXPECT_EQ(step_dependent_scalars(step_dependence(sgd, 0.1), 2).bc2_sqrt, 1.0f);
+  Hyper adagrad = hyper(Algorithm::adagrad);
+  adagrad.lr_decay = 0.5;
+  EXPECT_EQ(step_dependent_scalars(step_dependence(adagrad, 0.1), 3).clr, static_cast<float>(0.1 / 2.0));
 }
 
 // ---- bf16 rounding helpers -----------------------------------------------------------------------
