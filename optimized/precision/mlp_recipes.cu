@@ -20,7 +20,6 @@
 
 #include "harness/dtype.h"
 #include "harness/error.h"
-#include "harness/inputs.h"
 #include "optimized/nn/layers.h"
 #include "optimized/optim/multi_tensor.h"
 #include "optimized/precision/casts.h"
@@ -36,10 +35,6 @@ using gauge::reference::precision::MlpTask;
 using gauge::reference::precision::Recipe;
 
 constexpr int kTensors = 6;  // W1, b1, W2, b2, W3, b3
-// Philox tensor ids of the task's draws (the task definition of reference/precision/mlp_recipes.h).
-constexpr uint32_t kTeacherFirstId = 1;
-constexpr uint32_t kInitFirstId = 16;
-constexpr uint32_t kBatchFirstId = 1u << 16;
 constexpr int kThreads = 256;
 // Per-step slices of the batches, labels and losses start on 16-byte boundaries (optimized/nn needs
 // 16-byte-aligned pointers): strides rounded up to 4 elements of 4 bytes.
@@ -100,9 +95,7 @@ struct MlpRecipeRunner::Impl {
   std::unique_ptr<optim::StepPlan> step_plan;
   std::unique_ptr<UnscalePlan> unscale_plan;
 
-  // Task data (device) and the host copies the uploads read from.
-  std::vector<float> host_x, host_init;
-  std::vector<int32_t> host_labels;
+  // Task data (device, copied from the case's tensors) and the initial scale the upload reads.
   float host_scale = 1.0f;
   int64_t x_stride = 0;       // round4(batch * inputs)
   int64_t label_stride = 0;   // round4(batch)
@@ -138,8 +131,8 @@ struct MlpRecipeRunner::Impl {
   void enqueue_step(int64_t t, cudaStream_t stream) const;
 };
 
-MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Recipe recipe, const Allocator& allocate,
-                                 StreamHandle stream)
+MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Recipe recipe, const MlpTaskDevice& data,
+                                 const Allocator& allocate, StreamHandle stream)
     : impl_(std::make_unique<Impl>()) {
   gauge::reference::precision::validate(task);
   Impl& s = *impl_;
@@ -164,72 +157,35 @@ MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Rec
   };
   const int64_t B = task.batch;
 
-  // ---- Task data on the host, from the reference's Philox streams ----
-  const float teacher_std1 = static_cast<float>(1.0 / std::sqrt(static_cast<double>(task.inputs)));
-  const float teacher_std2 = static_cast<float>(1.0 / std::sqrt(static_cast<double>(task.teacher_hidden)));
-  const HostTensor tw1 = inputs::normal_f32("teacher_w1", {task.teacher_hidden, task.inputs}, task.seed,
-                                            kTeacherFirstId, 0.0f, teacher_std1);
-  const HostTensor tw2 = inputs::normal_f32("teacher_w2", {task.classes, task.teacher_hidden}, task.seed,
-                                            kTeacherFirstId + 1, 0.0f, teacher_std2);
-  const auto w1 = tw1.view<float>();
-  const auto w2 = tw2.view<float>();
+  // ---- Task data: the case's tensors, laid out per step on 16-byte boundaries ----
+  if (data.batches == nullptr || data.labels == nullptr || data.initial == nullptr) {
+    throw UsageError("mlp recipe: the task data (batches, labels, initial weights) must be device pointers");
+  }
+  const auto cs = static_cast<cudaStream_t>(stream);
   s.x_stride = round4(B * task.inputs);
   s.label_stride = round4(B);
-  s.host_x.resize(static_cast<size_t>(task.steps * s.x_stride));
-  s.host_labels.resize(static_cast<size_t>(task.steps * s.label_stride));
-  std::vector<double> hidden(static_cast<size_t>(task.teacher_hidden));
-  for (int64_t t = 0; t < task.steps; ++t) {
-    const HostTensor batch = inputs::normal_f32("x", {B, task.inputs}, task.seed, kBatchFirstId + static_cast<uint32_t>(t),
-                                                0.0f, 1.0f);
-    const auto xb = batch.view<float>();
-    std::copy(xb.begin(), xb.end(), s.host_x.begin() + t * s.x_stride);
-    for (int64_t r = 0; r < B; ++r) {
-      for (int64_t h = 0; h < task.teacher_hidden; ++h) {
-        double sum = 0.0;
-        for (int64_t i = 0; i < task.inputs; ++i) sum += static_cast<double>(w1[h * task.inputs + i]) * xb[r * task.inputs + i];
-        hidden[h] = std::tanh(sum);
-      }
-      int32_t best = 0;
-      double best_logit = -INFINITY;
-      for (int64_t c = 0; c < task.classes; ++c) {
-        double logit = 0.0;
-        for (int64_t h = 0; h < task.teacher_hidden; ++h) logit += static_cast<double>(w2[c * task.teacher_hidden + h]) * hidden[h];
-        if (logit > best_logit) {
-          best_logit = logit;
-          best = static_cast<int32_t>(c);
-        }
-      }
-      s.host_labels[t * s.label_stride + r] = best;
-    }
-  }
-  int64_t total = 0;
-  for (int k = 0; k < kTensors; ++k) total += s.sizes[k];
-  s.host_init.reserve(static_cast<size_t>(total));
-  for (int k = 0; k < kTensors; ++k) {
-    const float bound = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.in[k / 2])));
-    const HostTensor drawn = inputs::uniform_f32("init", {s.sizes[k]}, task.seed, kInitFirstId + static_cast<uint32_t>(k),
-                                                 -bound, bound);
-    const auto values = drawn.view<float>();
-    s.host_init.insert(s.host_init.end(), values.begin(), values.end());
-  }
-  s.host_scale = recipe == Recipe::f16_scaled ? static_cast<float>(task.scaler.init_scale) : 1.0f;
-
-  const auto cs = static_cast<cudaStream_t>(stream);
-  s.batches = static_cast<float*>(take(s.host_x.size() * sizeof(float)));
-  s.labels = static_cast<int32_t*>(take(s.host_labels.size() * sizeof(int32_t)));
-  check(cudaMemcpyAsync(s.batches, s.host_x.data(), s.host_x.size() * sizeof(float), cudaMemcpyHostToDevice, cs), "upload batches");
-  check(cudaMemcpyAsync(s.labels, s.host_labels.data(), s.host_labels.size() * sizeof(int32_t), cudaMemcpyHostToDevice, cs),
-        "upload labels");
+  const auto rows_of = [](int64_t n, size_t element) { return static_cast<size_t>(n) * element; };
+  s.batches = static_cast<float*>(take(rows_of(task.steps * s.x_stride, sizeof(float))));
+  s.labels = static_cast<int32_t*>(take(rows_of(task.steps * s.label_stride, sizeof(int32_t))));
+  check(cudaMemcpy2DAsync(s.batches, rows_of(s.x_stride, sizeof(float)), data.batches, rows_of(B * task.inputs, sizeof(float)),
+                          rows_of(B * task.inputs, sizeof(float)), static_cast<size_t>(task.steps), cudaMemcpyDeviceToDevice,
+                          cs),
+        "lay out the batches");
+  check(cudaMemcpy2DAsync(s.labels, rows_of(s.label_stride, sizeof(int32_t)), data.labels, rows_of(B, sizeof(int32_t)),
+                          rows_of(B, sizeof(int32_t)), static_cast<size_t>(task.steps), cudaMemcpyDeviceToDevice, cs),
+        "lay out the labels");
   {
     size_t offset = 0;
     for (int k = 0; k < kTensors; ++k) {
-      s.init[k] = static_cast<float*>(take(static_cast<size_t>(s.sizes[k]) * sizeof(float)));
-      check(cudaMemcpyAsync(s.init[k], s.host_init.data() + offset, static_cast<size_t>(s.sizes[k]) * sizeof(float),
-                            cudaMemcpyHostToDevice, cs),
-            "upload initial weights");
+      // Own buffers per tensor: the flat input's offsets need not be 16-byte aligned.
+      s.init[k] = static_cast<float*>(take(rows_of(s.sizes[k], sizeof(float))));
+      check(cudaMemcpyAsync(s.init[k], data.initial + offset, rows_of(s.sizes[k], sizeof(float)), cudaMemcpyDeviceToDevice,
+                            cs),
+            "copy the initial weights");
       offset += static_cast<size_t>(s.sizes[k]);
     }
   }
+  s.host_scale = recipe == Recipe::f16_scaled ? static_cast<float>(task.scaler.init_scale) : 1.0f;
 
   // ---- State ----
   const bool pure = recipe == Recipe::bf16_pure;

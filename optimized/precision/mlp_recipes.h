@@ -24,9 +24,9 @@
 // a counter zeroed by run()), because the host cannot see found_inf without a sync. So a skipped fp16
 // step leaves the bias corrections where they were. The recipes that never skip have t = step + 1.
 //
-// The task data (teacher labels of every step's batch, initial weights) are drawn on the host from
-// the same Philox streams as the reference (harness/inputs.h) when the runner is built and uploaded
-// once; run() only enqueues device work.
+// The task data (every step's batch and teacher labels, the initial weights) is the case's input,
+// drawn once by reference::precision::draw_task_data: the runner copies it from the device into its
+// per-step layout when it is built; run() only enqueues device work.
 #pragma once
 
 #include <cstddef>
@@ -41,15 +41,24 @@ struct cublasLtContext;
 
 namespace gauge::optimized::precision {
 
+// The task data on the device, in reference::precision::MlpTaskData's layout: batches [steps, batch,
+// inputs] f32, labels [steps, batch] i32, initial [parameters] f32 (W1, b1, W2, b2, W3, b3).
+struct MlpTaskDevice {
+  const float* batches = nullptr;
+  const int32_t* labels = nullptr;
+  const float* initial = nullptr;
+};
+
 class MlpRecipeRunner {
  public:
   using Allocator = std::function<void*(size_t bytes)>;
 
   // Validates the task (UsageError), builds the plans and takes every buffer from `allocate` (a few
-  // hundred KB plus the batches: steps * batch * (inputs + 1) * 4 bytes), and enqueues the upload of
-  // the task data on `stream`. Host buffers passed to the copies are kept by the runner.
+  // hundred KB plus the batches: steps * batch * (inputs + 1) * 4 bytes), and enqueues the copies of
+  // the task data into the runner's own per-step layout on `stream`: `data` must stay valid until they have run (stream order), not beyond.
   MlpRecipeRunner(cublasLtContext* blas, const gauge::reference::precision::MlpTask& task,
-                  gauge::reference::precision::Recipe recipe, const Allocator& allocate, StreamHandle stream);
+                  gauge::reference::precision::Recipe recipe, const MlpTaskDevice& data, const Allocator& allocate,
+                  StreamHandle stream);
   ~MlpRecipeRunner();
   MlpRecipeRunner(const MlpRecipeRunner&) = delete;
   MlpRecipeRunner& operator=(const MlpRecipeRunner&) = delete;

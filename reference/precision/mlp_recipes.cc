@@ -2,6 +2,7 @@
 // nn layers; every rounding a recipe does is an explicit call to the reference casts.
 #include "reference/precision/mlp_recipes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <span>
@@ -76,15 +77,8 @@ Teacher make_teacher(const MlpTask& t) {
                          static_cast<float>(1.0 / std::sqrt(static_cast<double>(t.teacher_hidden))))};
 }
 
-struct Batch {
-  HostTensor x;                  // [batch, inputs] fp32
-  HostVector<int32_t> labels;    // [batch]
-};
-
-Batch make_batch(const MlpTask& t, const Teacher& teacher, int64_t step) {
-  Batch b{inputs::normal_f32("x", {t.batch, t.inputs}, t.seed, kBatchFirstId + static_cast<uint32_t>(step), 0.0f, 1.0f),
-          HostVector<int32_t>(static_cast<size_t>(t.batch))};
-  const auto x = b.x.view<float>();
+// The teacher's class of each row of x [batch, inputs].
+void label_batch(const MlpTask& t, const Teacher& teacher, std::span<const float> x, std::span<int32_t> labels) {
   const auto w1 = teacher.w1.view<float>();
   const auto w2 = teacher.w2.view<float>();
   HostVector<double> hidden(static_cast<size_t>(t.teacher_hidden));
@@ -104,18 +98,42 @@ Batch make_batch(const MlpTask& t, const Teacher& teacher, int64_t step) {
         best = static_cast<int32_t>(c);
       }
     }
-    b.labels[r] = best;
+    labels[r] = best;
   }
-  return b;
 }
 
-// PyTorch's default Linear init: weight and bias uniform in +-1/sqrt(fan_in).
-HostVector<float> initial_tensor(const MlpTask& t, const Shapes& s, int k) {
-  const int64_t n = tensor_size(s, k);
-  const float bound = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.in[k / 2])));
-  const HostTensor drawn = inputs::uniform_f32("init", {n}, t.seed, kInitFirstId + static_cast<uint32_t>(k), -bound, bound);
-  const auto values = drawn.view<float>();
-  return HostVector<float>(values.begin(), values.end());
+// One step's slice of the task data.
+struct Batch {
+  std::span<const float> x;         // [batch, inputs]
+  std::span<const int32_t> labels;  // [batch]
+};
+
+Batch batch_of(const MlpTask& t, const MlpTaskView& data, int64_t step) {
+  const auto rows = static_cast<size_t>(t.batch);
+  return Batch{data.batches.subspan(static_cast<size_t>(step) * rows * static_cast<size_t>(t.inputs),
+                                    rows * static_cast<size_t>(t.inputs)),
+               data.labels.subspan(static_cast<size_t>(step) * rows, rows)};
+}
+
+// Tensor k's initial values: its slice of data.initial.
+std::span<const float> initial_tensor(const Shapes& s, const MlpTaskView& data, int k) {
+  size_t offset = 0;
+  for (int j = 0; j < k; ++j) offset += static_cast<size_t>(tensor_size(s, j));
+  return data.initial.subspan(offset, static_cast<size_t>(tensor_size(s, k)));
+}
+
+void check_task_data(const MlpTask& t, const MlpTaskView& data) {
+  const auto count = [](int64_t n) { return static_cast<size_t>(n); };
+  if (data.batches.size() != count(t.steps * t.batch * t.inputs) || data.labels.size() != count(t.steps * t.batch) ||
+      data.initial.size() != count(parameter_count(t))) {
+    throw UsageError("mlp task data: expected " + std::to_string(t.steps * t.batch * t.inputs) + " batch values, " +
+                     std::to_string(t.steps * t.batch) + " labels and " + std::to_string(parameter_count(t)) +
+                     " initial weights; got " + std::to_string(data.batches.size()) + ", " +
+                     std::to_string(data.labels.size()) + " and " + std::to_string(data.initial.size()));
+  }
+  for (const int32_t label : data.labels) {
+    if (label < 0 || label >= t.classes) throw UsageError("mlp task data: label " + std::to_string(label) + " is not a class");
+  }
 }
 
 // ---- Stored training state ---------------------------------------------------------------------------
@@ -131,13 +149,13 @@ struct State {
   HostVector<uint16_t> m16[6], v16[6];  // bf16_pure states
 };
 
-void allocate_state(State& st, const MlpTask& t, const Shapes& s, Recipe r) {
+void allocate_state(State& st, const Shapes& s, Recipe r, const MlpTaskView& data) {
   const Format f = compute_format(r);
   for (int k = 0; k < 6; ++k) {
     const auto n = static_cast<size_t>(tensor_size(s, k));
-    const HostVector<float> initial = initial_tensor(t, s, k);
+    const std::span<const float> initial = initial_tensor(s, data, k);
     if (r == Recipe::fp32) {
-      st.weights_f32[k] = initial;
+      st.weights_f32[k].assign(initial.begin(), initial.end());
       st.grads_f32[k].assign(n, 0.0f);
     } else {
       st.weights_16[k].resize(n);
@@ -151,7 +169,7 @@ void allocate_state(State& st, const MlpTask& t, const Shapes& s, Recipe r) {
       st.m[k].assign(n, 0.0f);
       st.v[k].assign(n, 0.0f);
     }
-    if (r != Recipe::fp32 && r != Recipe::bf16_pure) st.master[k] = initial;  // the fp32 init, unrounded
+    if (r != Recipe::fp32 && r != Recipe::bf16_pure) st.master[k].assign(initial.begin(), initial.end());  // unrounded
   }
 }
 
@@ -176,8 +194,7 @@ void compute_weights(const State& st, Recipe r, const Shapes& s, HostVector<floa
 
 double forward(const MlpTask& t, const Shapes& s, Format f, const HostVector<float> (&w)[6], const Batch& b,
                Activations& act) {
-  const auto x = b.x.view<float>();
-  act.x.assign(x.begin(), x.end());
+  act.x.assign(b.x.begin(), b.x.end());
   store_in_format(f, act.x);
   const auto layer = [&](int l, const HostVector<float>& input, HostVector<float>& output) {
     output.resize(static_cast<size_t>(t.batch * s.out[l]));
@@ -342,18 +359,51 @@ int64_t parameter_count(const MlpTask& t) {
   return n;
 }
 
-RecipeRun train(const MlpTask& t, Recipe r) {
+MlpTaskData draw_task_data(const MlpTask& t) {
   validate(t);
   const Shapes s = shapes_of(t);
-  const Format f = compute_format(r);
+  MlpTaskData data{HostTensor("batches", DType::f32, {t.steps, t.batch, t.inputs}),
+                   HostTensor("labels", DType::i32, {t.steps, t.batch}),
+                   HostTensor("initial", DType::f32, {parameter_count(t)})};
   const Teacher teacher = make_teacher(t);
+  const auto rows = static_cast<size_t>(t.batch);
+  for (int64_t step = 0; step < t.steps; ++step) {
+    const HostTensor x =
+        inputs::normal_f32("x", {t.batch, t.inputs}, t.seed, kBatchFirstId + static_cast<uint32_t>(step), 0.0f, 1.0f);
+    const auto values = x.view<float>();
+    std::copy(values.begin(), values.end(), data.batches.view<float>().begin() + static_cast<ptrdiff_t>(static_cast<size_t>(step) * values.size()));
+    label_batch(t, teacher, values, data.labels.view<int32_t>().subspan(static_cast<size_t>(step) * rows, rows));
+  }
+  // PyTorch's default Linear init: weight and bias uniform in +-1/sqrt(fan_in).
+  size_t offset = 0;
+  for (int k = 0; k < 6; ++k) {
+    const int64_t n = tensor_size(s, k);
+    const float bound = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.in[k / 2])));
+    const HostTensor drawn = inputs::uniform_f32("init", {n}, t.seed, kInitFirstId + static_cast<uint32_t>(k), -bound, bound);
+    const auto values = drawn.view<float>();
+    std::copy(values.begin(), values.end(), data.initial.view<float>().begin() + static_cast<ptrdiff_t>(offset));
+    offset += static_cast<size_t>(n);
+  }
+  return data;
+}
+
+RecipeRun train(const MlpTask& t, Recipe r) {
+  const MlpTaskData data = draw_task_data(t);
+  return train(t, r, view_of(data));
+}
+
+RecipeRun train(const MlpTask& t, Recipe r, const MlpTaskView& data) {
+  validate(t);
+  check_task_data(t, data);
+  const Shapes s = shapes_of(t);
+  const Format f = compute_format(r);
   RecipeRun run;
   run.recipe = r;
   run.parameters = parameter_count(t);
 
   State st;
   const int64_t before_state = mem::host_current_bytes();
-  allocate_state(st, t, s, r);
+  allocate_state(st, s, r, data);
   run.state_bytes = mem::host_current_bytes() - before_state;
   if (run.state_bytes != state_bytes_of(st)) {
     throw RuntimeFailure("mlp recipe: counted state bytes " + std::to_string(run.state_bytes) +
@@ -364,7 +414,7 @@ RecipeRun train(const MlpTask& t, Recipe r) {
   int64_t adam_steps = 0;
   const mem::PeakScope peak;
   for (int64_t step = 0; step < t.steps; ++step) {
-    const Batch batch = make_batch(t, teacher, step);
+    const Batch batch = batch_of(t, data, step);
     HostVector<float> w[6];
     compute_weights(st, r, s, w);
     Activations act;
@@ -401,16 +451,21 @@ RecipeRun train(const MlpTask& t, Recipe r) {
 }
 
 Underflow measure_underflow(const MlpTask& t, float scale) {
+  const MlpTaskData data = draw_task_data(t);
+  return measure_underflow(t, scale, view_of(data));
+}
+
+Underflow measure_underflow(const MlpTask& t, float scale, const MlpTaskView& data) {
   validate(t);
+  check_task_data(t, data);
   if (!std::isfinite(scale) || scale <= 0.0f) {
     throw UsageError("measure_underflow: scale must be finite and > 0, got " + std::to_string(scale));
   }
   const Shapes s = shapes_of(t);
-  const Teacher teacher = make_teacher(t);
-  const Batch batch = make_batch(t, teacher, 0);
+  const Batch batch = batch_of(t, data, 0);
   const auto gradients_of = [&](Recipe r, float loss_scale, HostVector<float> (&grads)[6]) {
     State st;
-    allocate_state(st, t, s, r);
+    allocate_state(st, s, r, data);
     HostVector<float> w[6];
     compute_weights(st, r, s, w);
     Activations act;

@@ -34,9 +34,11 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "harness/tensor.h"
 #include "reference/precision/loss_scaler.h"
 
 namespace gauge::reference::precision {
@@ -83,6 +85,31 @@ struct RecipeRun {
   }
 };
 
+// The task's data, drawn once from Philox keyed by task.seed; a case declares it as its inputs, and
+// the CUDA recipes train on the very same tensors:
+//   batches [steps, batch, inputs] f32: x ~ N(0, 1), a fresh batch per step;
+//   labels  [steps, batch] i32: the teacher MLP's argmax class of each row;
+//   initial [parameters] f32: W1, b1, W2, b2, W3, b3 back to back (PyTorch's default Linear init).
+struct MlpTaskData {
+  HostTensor batches;
+  HostTensor labels;
+  HostTensor initial;
+};
+MlpTaskData draw_task_data(const MlpTask& task);
+
+// The same data, read in place (e.g. a case's input tensors).
+struct MlpTaskView {
+  std::span<const float> batches;
+  std::span<const int32_t> labels;
+  std::span<const float> initial;
+};
+inline MlpTaskView view_of(const MlpTaskData& d) {
+  return {d.batches.view<float>(), d.labels.view<int32_t>(), d.initial.view<float>()};
+}
+
+// Trains on `data` (UsageError when its sizes do not fit the task or a label is not a class); the
+// second form draws it.
+RecipeRun train(const MlpTask& task, Recipe recipe, const MlpTaskView& data);
 RecipeRun train(const MlpTask& task, Recipe recipe);
 
 // How many weight / bias gradient elements of one backward (initial weights, step 0's batch) are
@@ -105,6 +132,8 @@ struct Underflow {
     return nonzero_fp32 > 0 ? static_cast<double>(n) / static_cast<double>(nonzero_fp32) : 0.0;
   }
 };
+// On step 0's batch and the initial weights of `data` (the second form draws it).
+Underflow measure_underflow(const MlpTask& task, float scale, const MlpTaskView& data);
 Underflow measure_underflow(const MlpTask& task, float scale);
 
 // ---- Comparing a loss curve with the fp32 curve ---------------------------------------------------

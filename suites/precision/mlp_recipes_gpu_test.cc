@@ -26,8 +26,14 @@ using ref::Recipe;
 
 #if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
 std::vector<double> device_curve(gpu::Session& session, const ref::MlpTask& task, Recipe recipe) {
+  const ref::MlpTaskData data = ref::draw_task_data(task);
+  const DeviceTensor batches = session.upload(data.batches), labels = session.upload(data.labels),
+                     initial = session.upload(data.initial);
   optimized::precision::MlpRecipeRunner runner(
-      session.blas_lt(), task, recipe, [&session](size_t bytes) { return session.workspace(bytes); }, session.stream());
+      session.blas_lt(), task, recipe,
+      optimized::precision::MlpTaskDevice{static_cast<const float*>(batches.ptr), static_cast<const int32_t*>(labels.ptr),
+                                          static_cast<const float*>(initial.ptr)},
+      [&session](size_t bytes) { return session.workspace(bytes); }, session.stream());
   const DeviceTensor curve = session.allocate_poisoned("loss", DType::f64, {task.steps});
   runner.run(static_cast<double*>(curve.ptr), session.stream());
   session.synchronize();

@@ -336,12 +336,20 @@ HostTensor curve_tensor(const char* name, const std::vector<double>& curve) {
 }
 
 // Host bytes of one training run: the stored state plus the per-step scratch (fp32 weights for
-// compute and fp32 gradients, 8 B/param; the batch, activations and their gradients; the teacher).
+// compute and fp32 gradients, 8 B/param; the activations and their gradients). The task data (the
+// batches, labels and initial weights) are the case's inputs, live before the measurement starts.
 int64_t run_peak_model(const ref::MlpTask& t, double state_bytes_per_parameter) {
   const int64_t p = ref::parameter_count(t);
-  const int64_t activations = 4 * (2 * t.batch * t.inputs + 8 * t.batch * t.hidden + 2 * t.batch * t.classes + t.batch);
-  const int64_t teacher = 4 * (t.teacher_hidden * t.inputs + t.classes * t.teacher_hidden) + 8 * t.teacher_hidden;
-  return static_cast<int64_t>(state_bytes_per_parameter * static_cast<double>(p)) + 8 * p + activations + teacher;
+  const int64_t activations = 4 * (t.batch * t.inputs + 8 * t.batch * t.hidden + 2 * t.batch * t.classes);
+  return static_cast<int64_t>(state_bytes_per_parameter * static_cast<double>(p)) + 8 * p + activations;
+}
+
+// The task of a point with the seed input, and its data (the inputs after the seed).
+ref::MlpTask task_of(const Point& p, const std::vector<HostTensor>& in) {
+  return recipe_task(p, static_cast<uint64_t>(in.at(0).view<int64_t>()[0]));
+}
+ref::MlpTaskView data_of(const std::vector<HostTensor>& in) {
+  return {in.at(1).view<float>(), in.at(2).view<int32_t>(), in.at(3).view<float>()};
 }
 
 // The faithful rule's absolute term. The curves are compared step by step, but a training curve is
@@ -363,7 +371,8 @@ struct PreparedRecipe {
   std::unique_ptr<optimized::precision::MlpRecipeRunner> runner;
 };
 
-// Untimed: reads the task seed (one 8-byte copy), draws the task data, builds the plans and uploads.
+// Untimed: reads the task seed (one 8-byte copy), builds the plans and lays the task data (inputs
+// 1..3, on the device already) out per step.
 std::shared_ptr<void> recipe_prepare(const OptimizedArgs& a) {
   int64_t seed = 0;
   check_cuda(cudaMemcpyAsync(&seed, a.inputs.at(0).ptr, sizeof seed, cudaMemcpyDeviceToHost, a.stream), "reading the seed");
@@ -372,6 +381,9 @@ std::shared_ptr<void> recipe_prepare(const OptimizedArgs& a) {
   auto prepared = std::make_shared<PreparedRecipe>();
   prepared->runner = std::make_unique<optimized::precision::MlpRecipeRunner>(
       a.session.blas_lt(), task, static_cast<Recipe>(a.point.dim("recipe")),
+      optimized::precision::MlpTaskDevice{static_cast<const float*>(a.inputs.at(1).ptr),
+                                          static_cast<const int32_t*>(a.inputs.at(2).ptr),
+                                          static_cast<const float*>(a.inputs.at(3).ptr)},
       [&a](size_t bytes) { return a.session.workspace(bytes); }, a.stream);
   return prepared;
 }
@@ -405,11 +417,14 @@ void recipe_run(const OptimizedArgs& a) {
           m.bytes = static_cast<double>(t.steps) * 2.0 * ref::predicted_state_bytes_per_parameter(recipe) * parameters;
           m.bound = Bound::compute;
           m.math_dtype = p.dtype;
-          // The fp32 baseline run (16 B/param) then the recipe's run, one at a time; fp16 points then
-          // hold three backward passes' fp32 gradients (12 B/param) besides one run's state and scratch.
+          // The inputs (seed, batches, labels, initial weights), the two f64 curves, then the fp32
+          // baseline run (16 B/param) and the recipe's run, one at a time. fp16 points then measure the
+          // underflow: the third backward's state and scratch (a run's, with its fp32 gradients) while
+          // the first two backward passes' fp32 gradients are kept, 8 B/param more.
+          const int64_t inputs = 8 + 4 * (t.steps * t.batch * t.inputs + t.steps * t.batch + ref::parameter_count(t));
           int64_t peak = std::max(run_peak_model(t, 16.0), run_peak_model(t, ref::predicted_state_bytes_per_parameter(recipe)));
-          if (is_f16(recipe)) peak += 12 * static_cast<int64_t>(parameters);
-          m.predicted_host_peak_bytes = 8 + 2 * 8 * t.steps + peak;
+          if (is_f16(recipe)) peak += 8 * static_cast<int64_t>(parameters);
+          m.predicted_host_peak_bytes = inputs + 2 * 8 * t.steps + peak;
           m.predicted_counters = {{"state_bytes_per_param", ref::predicted_state_bytes_per_parameter(recipe)}};
           return m;
         },
@@ -424,18 +439,22 @@ void recipe_run(const OptimizedArgs& a) {
               "chaotic in every rounding, so two correct fp32 implementations differ by more than 0)");
         },
     .inputs =
-        [](const Point&, uint64_t seed) {
-          // The task (teacher, batches, initial weights) is drawn from Philox keyed by this seed.
+        [](const Point& p, uint64_t seed) {
+          // The seed (it also keys the pure-bf16 recipe's stochastic rounding), then the task data
+          // drawn from Philox keyed by it: every step's batch and teacher labels, the initial weights.
           HostTensor s("seed", DType::i64, {1});
           s.view<int64_t>()[0] = static_cast<int64_t>(seed);
-          return std::vector<HostTensor>{std::move(s)};
+          ref::MlpTaskData data = ref::draw_task_data(recipe_task(p, seed));
+          return std::vector<HostTensor>{std::move(s), std::move(data.batches), std::move(data.labels),
+                                         std::move(data.initial)};
         },
     .reference =
         [](const Point& p, const std::vector<HostTensor>& in) {
-          const ref::MlpTask task = recipe_task(p, static_cast<uint64_t>(in[0].view<int64_t>()[0]));
+          const ref::MlpTask task = task_of(p, in);
+          const ref::MlpTaskView data = data_of(in);
           const auto recipe = static_cast<Recipe>(p.dim("recipe"));
-          const ref::RecipeRun fp32 = ref::train(task, Recipe::fp32);
-          const ref::RecipeRun run = recipe == Recipe::fp32 ? fp32 : ref::train(task, recipe);
+          const ref::RecipeRun fp32 = ref::train(task, Recipe::fp32, data);
+          const ref::RecipeRun run = recipe == Recipe::fp32 ? fp32 : ref::train(task, recipe, data);
           const ref::CurveComparison c = ref::compare_loss_curves(run.losses, fp32.losses, ref::kCurveWindow);
           ReferenceResult r;
           r.outputs.push_back(curve_tensor("loss", fp32.losses));
@@ -447,7 +466,7 @@ void recipe_run(const OptimizedArgs& a) {
                         {"skipped_steps", static_cast<double>(run.skipped_steps)},
                         {"final_scale", static_cast<double>(run.scales.back())}};
           if (is_f16(recipe)) {
-            const ref::Underflow u = ref::measure_underflow(task, 65536.0f);
+            const ref::Underflow u = ref::measure_underflow(task, 65536.0f, data);
             r.counters.push_back({"flushed_frac_unscaled", u.fraction_unscaled()});
             r.counters.push_back({"flushed_frac_scaled", u.fraction_scaled()});
           }
