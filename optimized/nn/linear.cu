@@ -117,6 +117,14 @@ struct Gemm {
         check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &kPointerAlignment, sizeof kPointerAlignment),
               "set MIN_ALIGNMENT");
       }
+      // Split-K only with fp32 partials: the INPLACE and OUTPUT_TYPE schemes add the K slices in D's type
+      // (cublasLt.h), i.e. extra bf16/fp16 roundings beyond the one store of the fp32 accumulators that
+      // layers.h promises (and the bf16 points' faithful rule assumes). Unsplit algorithms (scheme NONE)
+      // always pass the mask.
+      const uint32_t fp32_reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                 &fp32_reductions, sizeof fp32_reductions),
+            "set REDUCTION_SCHEME_MASK");
       cublasLtMatmulHeuristicResult_t result{};
       int found = 0;
       check(cublasLtMatmulAlgoGetHeuristic(handle, desc.get(), a.get(), b.get(), d.get(), d.get(), preference, 1,

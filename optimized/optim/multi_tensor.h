@@ -172,6 +172,8 @@ class StepPlan {
   // step(t, ...) give the same bits (caveat: pow, step_scalars.h). A skipped step leaves the counter,
   // params, master and states untouched. The counter must stay below 2^30 - 1 before a step (t below
   // 2^30, as step() requires); the device does not check it: that is the caller's to ensure.
+  // A counter belongs to one plan: two plans sharing one would advance it twice per step, and each
+  // decides its skip on its own gradients (not one global decision as GradScaler's).
   // Everything else (lr, options, status, norm, the UsageErrors) as step().
   void step_counted(int64_t* step_counter_device, double lr, const gauge::optim::StepOptions& options, int* status_device,
                     float* norm_device, StreamHandle stream) const;

@@ -171,6 +171,11 @@ GemmPlan::GemmPlan(gpu::Session& session, const GemmShape& shape, const GemmType
   set_preference(preference_handle, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, p.a_alignment, "setting MIN_ALIGNMENT_B");
   set_preference(preference_handle, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, p.d_alignment, "setting MIN_ALIGNMENT_C");
   set_preference(preference_handle, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, p.d_alignment, "setting MIN_ALIGNMENT_D");
+  // Split-K only with fp32 partials: the INPLACE and OUTPUT_TYPE reduction schemes add the K slices in
+  // D's type (cublasLt.h), i.e. extra fp16/bf16 roundings beyond the one rounding of the fp32
+  // accumulator that the faithful rule assumes. Unsplit algorithms (scheme NONE = 0) always pass.
+  set_preference(preference_handle, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                 static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE), "setting REDUCTION_SCHEME_MASK");
 
   cublasLtMatmulHeuristicResult_t result{};
   int returned = 0;
