@@ -147,6 +147,35 @@ TEST(StepInBackward, BadInputIsRejected) {
 namespace gauge::reference::optim {
 namespace {
 
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+// A problem's x, labels, params and momentum copied into pool memory on the session's stream.
+struct DeviceProblem {
+  MlpShape shape;
+  const float* x = nullptr;
+  const int32_t* labels = nullptr;
+  float* params = nullptr;
+  float* momentum = nullptr;
+  gauge::optimized::optim::MlpSgdStep step(gpu::Session& session, GradientRelease release) const {
+    return gauge::optimized::optim::MlpSgdStep(session.blas_lt(), shape, sgd(), release, x, labels, params, momentum,
+                                               [&session](size_t bytes) { return session.workspace(bytes); },
+                                               session.stream());
+  }
+};
+
+DeviceProblem upload(gpu::Session& session, const Problem& p) {
+  const auto copy = [&](const void* data, size_t bytes) {
+    void* d = session.workspace(bytes);
+    EXPECT_EQ(cudaMemcpyAsync(d, data, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(session.stream())),
+              cudaSuccess);
+    return d;
+  };
+  return DeviceProblem{p.shape, static_cast<const float*>(copy(p.x.data(), p.x.size() * 4)),
+                       static_cast<const int32_t*>(copy(p.labels.data(), p.labels.size() * 4)),
+                       static_cast<float*>(copy(p.params.data(), p.params.size() * 4)),
+                       static_cast<float*>(copy(p.momentum.data(), p.momentum.size() * 4))};
+}
+#endif
+
 TEST(StepInBackwardGpu, BothOrdersBitIdenticalAndThePoolPeakDrops) {
   if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
 #if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
@@ -158,19 +187,10 @@ TEST(StepInBackwardGpu, BothOrdersBitIdenticalAndThePoolPeakDrops) {
     const int which = release == GradientRelease::in_backward ? 1 : 0;
     Problem p = make_problem(shape, 9);
     session->begin_case();
-    auto upload = [&](const void* data, size_t bytes) {
-      void* d = session->workspace(bytes);
-      EXPECT_EQ(cudaMemcpyAsync(d, data, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(session->stream())),
-                cudaSuccess);
-      return d;
-    };
-    auto* x = static_cast<float*>(upload(p.x.data(), p.x.size() * 4));
-    auto* labels = static_cast<int32_t*>(upload(p.labels.data(), p.labels.size() * 4));
-    auto* params = static_cast<float*>(upload(p.params.data(), p.params.size() * 4));
-    auto* momentum = static_cast<float*>(upload(p.momentum.data(), p.momentum.size() * 4));
-    const gauge::optimized::optim::MlpSgdStep step(session->blas_lt(), shape, sgd(), release, x, labels, params,
-                                                   momentum, [&](size_t bytes) { return session->workspace(bytes); },
-                                                   session->stream());
+    const DeviceProblem d = upload(*session, p);
+    float* const params = d.params;
+    float* const momentum = d.momentum;
+    const gauge::optimized::optim::MlpSgdStep step = d.step(*session, release);
     for (int64_t t = 1; t <= 3; ++t) step.step(t, 0.1, session->stream());
     session->synchronize();
     peaks[which] = session->peaks().used_high_bytes;
@@ -205,18 +225,10 @@ TEST(StepInBackwardGpu, ANonFiniteGradientSkipsLayersAndIsReported) {
   for (GradientRelease release : {GradientRelease::after_backward, GradientRelease::in_backward}) {
     Problem p = make_problem(shape, 5);
     session->begin_case();
-    auto upload = [&](const void* data, size_t bytes) {
-      void* d = session->workspace(bytes);
-      EXPECT_EQ(cudaMemcpyAsync(d, data, bytes, cudaMemcpyHostToDevice, stream), cudaSuccess);
-      return d;
-    };
-    auto* x = static_cast<float*>(upload(p.x.data(), p.x.size() * 4));
-    auto* labels = static_cast<int32_t*>(upload(p.labels.data(), p.labels.size() * 4));
-    auto* params = static_cast<float*>(upload(p.params.data(), p.params.size() * 4));
-    auto* momentum = static_cast<float*>(upload(p.momentum.data(), p.momentum.size() * 4));
-    const gauge::optimized::optim::MlpSgdStep step(session->blas_lt(), shape, sgd(), release, x, labels, params,
-                                                   momentum, [&](size_t bytes) { return session->workspace(bytes); },
-                                                   session->stream());
+    const DeviceProblem d = upload(*session, p);
+    float* const params = d.params;
+    float* const momentum = d.momentum;
+    const gauge::optimized::optim::MlpSgdStep step = d.step(*session, release);
     const auto flags = [&] {
       std::vector<int> f(static_cast<size_t>(step.skip_flags()));
       EXPECT_EQ(cudaMemcpyAsync(f.data(), step.skipped_device(), f.size() * sizeof(int), cudaMemcpyDeviceToHost, stream),
