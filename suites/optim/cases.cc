@@ -412,7 +412,14 @@ const std::vector<CaseConfig>& case_configs() {
     std::vector<CaseConfig> all;
     for (const Family& family : main_families()) {
       for (Precision precision : {Precision::fp32, Precision::bf16_master, Precision::bf16_stochastic}) {
-        all.push_back(configure(family, precision, main_points(precision)));
+        std::vector<ShapeSpec> shapes = main_points(precision);
+        // The top of the range, 10^9 parameters, for AdamW (the >= 85 % HBM target is fp32
+        // AdamW at >= 10^8) in fp32 and with fp32 master weights: ~26 / ~45 GB of host memory for the
+        // reference, ~15 / ~17 GB on the device, so only where `gauge run` is asked for full points.
+        if (family.name == "adamw" && precision != Precision::bf16_stochastic) {
+          shapes.push_back(point_of(TensorListId::llama7b_slice, 1, false));
+        }
+        all.push_back(configure(family, precision, shapes));
       }
     }
     for (const Family& family : variant_families()) all.push_back(configure(family, Precision::fp32, variant_points()));

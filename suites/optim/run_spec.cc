@@ -31,6 +31,25 @@ std::vector<int64_t> transformer_sizes() {
   return sizes;
 }
 
+// The 10^9-parameter point of the issue: Llama-2-7B's real shapes (model 4096, FFN 11008, vocabulary
+// 32000), as many decoder layers as fit a ~1e9 budget (4 of 32: 131M embedding + 4 x 202M), so the
+// tensor sizes and the chunk table are a 7B model's, scaled down in depth only.
+std::vector<int64_t> llama7b_slice_sizes() {
+  constexpr int64_t kModel = 4096;
+  constexpr int64_t kFfn = 11008;
+  constexpr int64_t kVocab = 32000;
+  constexpr int kLayers = 4;
+  std::vector<int64_t> sizes = {kVocab * kModel};
+  for (int layer = 0; layer < kLayers; ++layer) {
+    sizes.push_back(kModel);
+    for (int projection = 0; projection < 4; ++projection) sizes.push_back(kModel * kModel);
+    sizes.push_back(kModel);
+    for (int projection = 0; projection < 3; ++projection) sizes.push_back(kFfn * kModel);
+  }
+  sizes.push_back(kModel);
+  return sizes;
+}
+
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 int64_t states_of(const RunSpec& spec) { return gauge::optim::state_count(spec.hyper); }
@@ -58,6 +77,7 @@ std::vector<int64_t> tensor_sizes(TensorListId list) {
     case TensorListId::ragged_small: return {1, 3, 1000, 4097, 31};
     case TensorListId::transformer: return transformer_sizes();
     case TensorListId::ragged_tiny: return {1, 3, 7, 1000, 33};
+    case TensorListId::llama7b_slice: return llama7b_slice_sizes();
   }
   throw UsageError("unknown tensor list " + std::to_string(static_cast<int64_t>(list)));
 }
@@ -68,6 +88,7 @@ std::string tensor_list_name(TensorListId list) {
     case TensorListId::ragged_small: return "ragged_small";
     case TensorListId::transformer: return "transformer";
     case TensorListId::ragged_tiny: return "ragged_tiny";
+    case TensorListId::llama7b_slice: return "llama7b_slice";
   }
   return "list#" + std::to_string(static_cast<int64_t>(list));
 }

@@ -69,6 +69,7 @@ enum class TensorListId : int64_t {
   ragged_small = 1,  // 1, 3, 1000, 4097, 31: ~5e3 parameters, one-step runs in ctest
   transformer = 2,   // a Llama-shaped stack scaled to ~1.1e8 parameters (see tensor_sizes)
   ragged_tiny = 3,   // 1, 3, 7, 1000, 33: ~1e3 parameters, 100-step runs in ctest
+  llama7b_slice = 4,  // Llama-2-7B's own tensor shapes, embedding + 4 of its 32 layers: ~9.4e8 parameters
 };
 std::vector<int64_t> tensor_sizes(TensorListId list);
 std::string tensor_list_name(TensorListId list);

@@ -61,6 +61,8 @@ TEST(Layout, TensorsStartAlignedAndDoNotOverlap) {
   }
   EXPECT_EQ(make_layout(tensor_sizes(TensorListId::ragged)).parameters, 1 + 3 + 1000 + (1 << 20) + 7 + 4097 + 65535 + 17);
   EXPECT_EQ(make_layout(tensor_sizes(TensorListId::transformer)).parameters, 108'672'000);
+  // 32000 x 4096 + 4 x (2 x 4096 + 4 x 4096^2 + 3 x 11008 x 4096) + 4096: about 10^9.
+  EXPECT_EQ(make_layout(tensor_sizes(TensorListId::llama7b_slice)).parameters, 940'609'536);
 }
 
 TEST(Inputs, InitialValuesAndGradientsAreTheDocumentedPhiloxDraws) {
