@@ -317,14 +317,43 @@ CostModel linear_forward_model(const Point& p) {
     .prepare = GAUGE_CUDA_ONLY([](const OptimizedArgs& a) { return prepare_linear(a, a.point.dtype); }),
 });
 
-// f32: one rule for the three outputs, at the deeper of the two sums. bf16 (x, w, dy, dx in bf16; dw,
-// dbias fp32 from the fp32 accumulators): dx is a bf16 output (faithful); dw and dbias are fp32 sums of
-// `rows` exact products (bf16 x bf16 fits fp32), each <= 1 in magnitude: depth rows, magnitude rows.
-ToleranceRule linear_backward_rule(const Point& p, const std::string& output) {
-  if (p.dtype == DType::f32) {
-    const int64_t depth = std::max(p.dim("rows"), p.dim("out"));
-    return tolerance::accumulation(DType::f32, DType::f32, depth, static_cast<double>(depth));
+// f32, each output at its own depth (cuBLASLt CUBLAS_COMPUTE_32F: true fp32 FMA, split-K only with fp32
+// partials, alpha = 1 and beta = 0 exact; any summation tree over N products is within gamma_N of sum
+// |terms|, over N plain values within gamma_{N-1}); inputs in [-1, 1), so each term is < 1 in magnitude:
+// - dx [rows, in] sums `out` products dy w: depth out, magnitude out;
+// - dw [out, in] sums `rows` products dy x: depth rows, magnitude rows; one row: one product rounded
+//   once by the FMA (fma(dy, x, 0)), the fp64 product of two fp32 values rounded once by the reference:
+//   bit-exact;
+// - dbias sums `rows` values dy (columns.cu: per-lane chunk sums, warps in order, partials in order: a
+//   tree of rows leaves and exact zeros): depth rows - 1, magnitude rows; one row: 0 + dy, exact.
+// bf16 (x, w, dy, dx in bf16; dw, dbias fp32 from the fp32 accumulators): dx is a bf16 output (faithful);
+// dw and dbias are fp32 sums of `rows` exact products (bf16 x bf16 fits fp32), each <= 1 in magnitude:
+// depth rows, magnitude rows.
+ToleranceRule exact_single_rounding(const std::string& why) {
+  ToleranceRule rule = tolerance::exact_bits();
+  rule.derivation += "; " + why;
+  return rule;
+}
+
+ToleranceRule linear_backward_f32_rule(const Point& p, const std::string& output) {
+  const int64_t rows = p.dim("rows"), out = p.dim("out");
+  if (output == "dx") {
+    return fp32_output_rule(out, static_cast<double>(out),
+                            "dx sums `out` products dy w, each < 1 in magnitude (fp32 FMA, any tree): depth and magnitude out");
   }
+  if (output == "dw") {
+    if (rows == 1) return exact_single_rounding("dw with one row: the product dy x, rounded once on both sides");
+    return fp32_output_rule(rows, static_cast<double>(rows),
+                            "dw sums `rows` products dy x, each < 1 in magnitude (fp32 FMA, any tree): depth and magnitude rows");
+  }
+  if (rows == 1) return exact_single_rounding("dbias with one row: dy itself (0 + dy on the device, exact)");
+  return fp32_output_rule(std::max<int64_t>(rows - 1, 0), static_cast<double>(rows),
+                          "dbias sums `rows` values |dy| < 1 (a fixed tree: rows - 1 additions on any path): depth rows - 1, "
+                          "magnitude rows");
+}
+
+ToleranceRule linear_backward_rule(const Point& p, const std::string& output) {
+  if (p.dtype == DType::f32) return linear_backward_f32_rule(p, output);
   if (output == "dx") return bf16_output_rule("dx sums `out` exact products in fp32, rounded once at the store");
   const int64_t rows = std::max<int64_t>(p.dim("rows"), 1);
   if (output == "dw") {
@@ -628,11 +657,10 @@ bool declare_dropout(bool forward) {
 [[maybe_unused]] const bool dropout_backward_registered = declare_dropout(false);
 
 // ---- Normalizations ---------------------------------------------------------------------------------------
-// x uniform in [-1, 1): standard deviation 1/sqrt(3), so |xhat| <= sqrt(3); gamma in [0.5, 1.5), beta in
-// [-0.5, 0.5): |y| <= 1.5 sqrt(3) + 0.5 < 4 = the forward magnitude. Depth: the two passes over a row
-// (sum, then squares) and the few roundings after them: 2 cols + 8. Backward: dx sums over cols,
-// dgamma / dbeta over rows, terms |dy xhat gamma| <= 1.5 sqrt(3) < 4 (dy in [-1, 1)): depth 2
-// max(rows, cols) + 8, magnitude 4 max(rows, cols) (the dgamma sums bound it).
+// x uniform in [-1, 1), gamma in [0.5, 1.5), beta in [-0.5, 0.5), dy in [-1, 1). f32 points: one rule per
+// output, derived below (norm_f32_output_rule). norm_forward_rule, the former f32 rule of every forward
+// output (the two passes over a row and the few roundings after them: depth 2 cols + 8; |y| <= 1.5 sqrt(3)
+// + 0.5 < 4 = the magnitude), remains the bf16 LayerNorm rstd's rule.
 //
 // bf16 points: x, gamma, beta, dy, y and dx in bf16; mean, rstd, dgamma, dbeta in fp32. The fp32
 // outputs get their own depths: the mean sums cols values and divides (depth cols + 1, magnitude
@@ -651,14 +679,100 @@ const std::vector<ShapeSpec> kNormShapes = {
 ToleranceRule norm_forward_rule(const Point& p) {
   return tolerance::accumulation(DType::f32, DType::f32, 2 * p.dim("cols") + 8, 4.0);
 }
-ToleranceRule norm_backward_rule(const Point& p) {
-  const int64_t wide = std::max(p.dim("rows"), p.dim("cols"));
-  return tolerance::accumulation(DType::f32, DType::f32, 2 * wide + 8, 4.0 * static_cast<double>(wide));
+
+// ---- f32 norm rules, one per output -------------------------------------------------------------------
+// u = 2^-24; any tree over N terms is within gamma_{N-1} sum |terms| (gamma_N when the leaves are rounded
+// products, Higham 3.1); a relative error e in v becomes e / 2 + e^2 in 1 / sqrt(v). No fast math:
+// IEEE division and sqrtf. The declared rows (cols >= 768 values uniform in [-1, 1), so mean ~ 0 +- 0.02,
+// variance ~ 1/3 +- 0.011) have |mean| < 0.1 and variance (or mean square) > 1/4, hence rstd < 2 and
+// |xhat| < 1.1 x 2 = 2.2 (RMSNorm: |x| rstd < 2); points_test.cc checks this on the quick points.
+// gamma in [0.5, 1.5), dy in [-1, 1).
+//
+// LayerNorm forward (norms.cu: mean = tree(x) / n; squares = tree of fma(x - mean, x - mean, .)):
+// - mean: cols values, S / n = sum |x| / cols < 1: the tree's gamma_{cols-1} and the division: depth
+//   cols, magnitude 1;
+// - rstd: squares: 2 u per term (the difference, squared exactly in the fma) + gamma_cols (the fma tree),
+//   positive terms, so relative; / n and + eps: gamma_{cols+4}; the fp32 mean's error dm (<= gamma_cols)
+//   adds n dm^2, i.e. dm^2 / var <= 4 gamma_cols^2 relative; halved by the square root, + 2 roundings
+//   (sqrtf, 1 / x) and the second-order terms (< 4 (cols + 4)^2 u^2): relative, magnitude 0, depth
+//   ceil((cols + 4) / 2) + 4 + ceil(4 (cols + 4)^2 u);
+// - y = fma((x - mean) rstd, gamma, beta): |gamma xhat| (rstd's error + 2 roundings) <= 3.3
+//   gamma_{D_rstd + 2}, |gamma| rstd |dm| <= 1.5 x 2 x gamma_cols; the store's rounding is relative:
+//   depth cols + D_rstd + 2, magnitude 3.3.
+// RMSNorm forward: rstd as above without the mean (fma(x, x, .) exact products): ceil((cols + 2) / 2) + 4 +
+// ceil((cols + 2)^2 u), relative; y = (x rstd) gamma: two roundings and rstd's error, all relative:
+// depth D_rstd + 2, magnitude 0.
+// Backward (mean and rstd are inputs, used as given on both sides; xhat = (x - mean) rstd: 2 roundings,
+// RMSNorm 1 (x - 0 is exact); g = dy gamma: 1 rounding, |g| < 1.5):
+// - LayerNorm dx = rstd (g - mean(g) - xhat mean(g xhat)): mean(g) within 1.5 gamma_{cols+1}, mean(g xhat)
+//   (|.| <= 1.5 x 2.2 = 3.3) within 3.3 gamma_{cols+4}; the product xhat mean(g xhat) (<= 7.26) adds 7.26
+//   (2 + 1) u, g 1.5 u, the two subtractions 3 u + 10.26 u: 8.76 gamma_{cols+4} + 36.6 u; times rstd < 2:
+//   17.52 gamma_{cols+4} + 73.2 u <= 17.6 gamma_{cols+9}; depth cols + 9, magnitude 17.6;
+// - RMSNorm dx = rstd (g - xhat mean(g xhat)): mean(g xhat) (<= 1.5 x 2 = 3) within 3 gamma_{cols+3}; the
+//   product (<= 6) adds 6 (1 + 1) u, g 1.5 u, the subtraction 7.5 u: 6 gamma_{cols+3} + 21 u; times
+//   rstd < 2: <= 12 gamma_{cols+7}; depth cols + 7, magnitude 12;
+// - dgamma sums `rows` terms fma(dy, xhat, .) (per-thread chunks, row groups in order, partials in a fixed
+//   order: one tree), |dy xhat| < 2.2 (RMSNorm 2), xhat's roundings on each leaf: depth rows + 2 (RMSNorm
+//   rows + 1), magnitude 2.2 rows (RMSNorm 2 rows);
+// - dbeta sums `rows` values |dy| < 1: depth rows - 1, magnitude rows; one row: 0 + dy, exact.
+int64_t second_order_depth(double factor, int64_t n) {
+  return static_cast<int64_t>(std::ceil(factor * static_cast<double>(n) * static_cast<double>(n) * unit_roundoff(DType::f32)));
+}
+int64_t norm_rstd_depth(int64_t cols, bool layernorm) {
+  return layernorm ? (cols + 4 + 1) / 2 + 4 + second_order_depth(4.0, cols + 4)
+                   : (cols + 2 + 1) / 2 + 4 + second_order_depth(1.0, cols + 2);
 }
 
-// The rule of one output of a norm point (f32: the point's rule for every output).
+ToleranceRule norm_f32_output_rule(const Point& p, const std::string& output, bool layernorm, bool backward) {
+  const int64_t rows = p.dim("rows"), cols = p.dim("cols");
+  const int64_t rstd_depth = norm_rstd_depth(cols, layernorm);
+  if (!backward) {
+    if (output == "mean") {
+      return fp32_output_rule(cols, 1.0, "mean: cols values |x| < 1 in a tree, then / cols: depth cols, magnitude 1");
+    }
+    if (output == "rstd") {
+      return fp32_output_rule(rstd_depth, 0.0,
+                              layernorm ? "rstd, relative: squares of (x - fp32 mean) gamma_{cols+2}, / n, + eps, the mean's "
+                                          "error (4 gamma_cols^2 with variance > 1/4), halved by the square root, + sqrtf, "
+                                          "1 / x and second-order terms: ceil((cols + 4) / 2) + 4 + ceil(4 (cols + 4)^2 u)"
+                                        : "rstd, relative: fma tree of exact squares gamma_cols, / n, + eps, halved by the "
+                                          "square root, + sqrtf, 1 / x and second-order terms: ceil((cols + 2) / 2) + 4 + "
+                                          "ceil((cols + 2)^2 u)");
+    }
+    if (layernorm) {
+      return fp32_output_rule(cols + rstd_depth + 2, 3.3,
+                              "y = fma((x - mean) rstd, gamma, beta): |gamma xhat| < 3.3 times rstd's error + 2 roundings, "
+                              "|gamma| rstd < 3 times the mean's gamma_cols: depth cols + D_rstd + 2, magnitude 3.3");
+    }
+    return fp32_output_rule(rstd_depth + 2, 0.0, "y = (x rstd) gamma: rstd's relative error + 2 roundings, relative");
+  }
+  if (output == "dx") {
+    if (layernorm) {
+      return fp32_output_rule(cols + 9, 17.6,
+                              "dx = rstd (g - mean(g) - xhat mean(g xhat)): rstd < 2 times (1.5 gamma_{cols+1} + 7.26 "
+                              "gamma_{cols+4} + 36.6 u) <= 17.6 gamma_{cols+9}");
+    }
+    return fp32_output_rule(cols + 7, 12.0,
+                            "dx = rstd (g - xhat mean(g xhat)): rstd < 2 times (6 gamma_{cols+3} + 21 u) <= 12 gamma_{cols+7}");
+  }
+  if (output == "dgamma") {
+    if (layernorm) {
+      return fp32_output_rule(rows + 2, 2.2 * static_cast<double>(rows),
+                              "dgamma: a tree of `rows` fma terms dy xhat, |dy xhat| < 2.2, xhat's 2 roundings: depth rows + "
+                              "2, magnitude 2.2 rows");
+    }
+    return fp32_output_rule(rows + 1, 2.0 * static_cast<double>(rows),
+                            "dgamma: a tree of `rows` fma terms dy xhat, |dy xhat| < 2, xhat's 1 rounding: depth rows + 1, "
+                            "magnitude 2 rows");
+  }
+  if (rows == 1) return exact_single_rounding("dbeta with one row: dy itself (0 + dy on the device, exact)");
+  return fp32_output_rule(rows - 1, static_cast<double>(rows),
+                          "dbeta: a tree of `rows` values |dy| < 1: depth rows - 1, magnitude rows");
+}
+
+// The rule of one output of a norm point.
 ToleranceRule norm_output_rule(const Point& p, const std::string& output, bool layernorm, bool backward) {
-  if (p.dtype == DType::f32) return backward ? norm_backward_rule(p) : norm_forward_rule(p);
+  if (p.dtype == DType::f32) return norm_f32_output_rule(p, output, layernorm, backward);
   const int64_t rows = p.dim("rows"), cols = p.dim("cols");
   if (output == "y") return bf16_output_rule("y = xhat gamma (+ beta) from fp32 statistics, rounded once at the store");
   if (output == "dx") {
@@ -975,6 +1089,18 @@ ToleranceRule softmax_forward_rule(const Point& p) {
   return rule;
 }
 
+// f32 points, per output: a row loss does not see the mean's `rows` roundings (depth 6 classes + 16,
+// magnitude 1); the mean keeps the point's rule.
+ToleranceRule softmax_forward_output_rule(const Point& p, const std::string& output) {
+  if (p.dtype == DType::f32 && output == "row_losses") {
+    return fp32_output_rule(6 * p.dim("classes") + 16, 1.0,
+                            "a row loss: expf (4 u), one rescaling and one multiply (5 u) per element and the additions "
+                            "of the positive sum, relative, plus log and the two non-negative terms: depth 6 classes + 16; "
+                            "absolute error = the sum's relative error: magnitude 1");
+  }
+  return softmax_forward_rule(p);
+}
+
 [[maybe_unused]] const bool softmax_forward_registered = register_case({
     .suite = "nn",
     .name = "softmax_ce_forward",
@@ -1030,6 +1156,7 @@ ToleranceRule softmax_forward_rule(const Point& p) {
                                                    a.inputs[0].ptr, a.in<int32_t>(1), a.out<float>(0), a.out<float>(1),
                                                    a.stream);
     }),
+    .output_tolerance = softmax_forward_output_rule,
 });
 
 [[maybe_unused]] const bool softmax_backward_registered = register_case({
