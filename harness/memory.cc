@@ -32,6 +32,12 @@ void counted_free(void* p, size_t bytes) noexcept {
 }
 
 void reset_host_peak() { host_counters().peak.store(host_counters().current.load()); }
+void raise_host_peak(int64_t bytes) {
+  HostCounters& c = host_counters();
+  int64_t seen = c.peak.load();
+  while (bytes > seen && !c.peak.compare_exchange_weak(seen, bytes)) {
+  }
+}
 int64_t host_current_bytes() { return host_counters().current.load(); }
 int64_t host_peak_bytes() { return host_counters().peak.load(); }
 

@@ -45,15 +45,26 @@ struct CountingAllocator {
 template <class T>
 using HostVector = std::vector<T, CountingAllocator<T>>;
 
-// Measures the counted peak over a scope, relative to the bytes live when it started.
+// Raises the recorded peak to at least `bytes` (a closing nested measurement gives back the enclosing
+// one's peak).
+void raise_host_peak(int64_t bytes);
+
+// Measures the counted peak over a scope, relative to the bytes live when it started. Scopes nest: the
+// peak is restarted for this scope, and when it ends the enclosing window's peak is the larger of
+// what it had seen before and what this scope saw (a reference that measures its own phases must not
+// hide its earlier peak from the harness's window around it). Not copyable.
 class PeakScope {
  public:
-  PeakScope() : baseline_(host_current_bytes()) { reset_host_peak(); }
+  PeakScope() : baseline_(host_current_bytes()), enclosing_peak_(host_peak_bytes()) { reset_host_peak(); }
+  ~PeakScope() { raise_host_peak(enclosing_peak_); }
+  PeakScope(const PeakScope&) = delete;
+  PeakScope& operator=(const PeakScope&) = delete;
   int64_t peak_bytes() const { return host_peak_bytes(); }
   int64_t peak_above_baseline() const { return host_peak_bytes() - baseline_; }
 
  private:
   int64_t baseline_;
+  int64_t enclosing_peak_;
 };
 
 }  // namespace gauge::mem

@@ -31,6 +31,25 @@ TEST(CountingAllocator, PeakScopeMeasuresAboveBaseline) {
   EXPECT_EQ(scope.peak_above_baseline(), 4096);
 }
 
+// A scope opened inside a measurement (a reference timing its own phases) must not hide from the
+// enclosing window a peak reached before it opened.
+TEST(CountingAllocator, NestedPeakScopeKeepsTheEnclosingPeak) {
+  const int64_t base = host_current_bytes();
+  PeakScope outer;
+  { HostVector<char> big(1 << 20); }  // the outer window's peak: 1 MiB
+  {
+    PeakScope inner;
+    { HostVector<char> small(1 << 10); }
+    EXPECT_EQ(inner.peak_above_baseline(), 1 << 10);
+  }
+  EXPECT_EQ(outer.peak_above_baseline(), 1 << 20);
+  {
+    PeakScope inner;
+    { HostVector<char> bigger(2 << 20); }
+  }
+  EXPECT_EQ(host_peak_bytes() - base, 2 << 20) << "a larger inner peak is the enclosing window's too";
+}
+
 TEST(CountingAllocator, BuffersAreAlignedForVectorLoads) {
   HostVector<float> a(3), b(5);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % 64, 0u);
