@@ -125,7 +125,7 @@ struct MlpRecipeRunner::Impl {
   float* scale_init = nullptr;
   int32_t* tracker = nullptr;
   float* found_inf = nullptr;
-  int* status = nullptr;
+  int* status = nullptr;          // [steps]: 1 where step t's update was skipped (Inf/NaN gradient)
   int64_t* adam_steps = nullptr;  // Adam's t: steps applied so far (StepPlan::step_counted), zeroed by run()
 
   void enqueue_step(int64_t t, cudaStream_t stream) const;
@@ -217,7 +217,7 @@ MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Rec
   s.scale_init = static_cast<float*>(take(4));
   s.tracker = static_cast<int32_t*>(take(4));
   s.found_inf = static_cast<float*>(take(4));
-  s.status = static_cast<int*>(take(4));
+  s.status = static_cast<int*>(take(static_cast<size_t>(task.steps) * sizeof(int)));
   s.adam_steps = static_cast<int64_t*>(take(sizeof(int64_t)));
   check(cudaMemcpyAsync(s.scale_init, &s.host_scale, sizeof(float), cudaMemcpyHostToDevice, cs), "upload the loss scale");
 
@@ -282,6 +282,8 @@ MlpRecipeRunner::MlpRecipeRunner(cublasLtContext* blas, const MlpTask& task, Rec
 MlpRecipeRunner::~MlpRecipeRunner() = default;
 
 const float* MlpRecipeRunner::losses_f32() const { return impl_->losses32; }
+const int* MlpRecipeRunner::skipped_device() const { return impl_->status; }
+const int64_t* MlpRecipeRunner::adam_steps_device() const { return impl_->adam_steps; }
 
 void MlpRecipeRunner::Impl::enqueue_step(int64_t t, cudaStream_t stream) const {
   const int64_t B = task.batch;
@@ -351,7 +353,7 @@ void MlpRecipeRunner::Impl::enqueue_step(int64_t t, cudaStream_t stream) const {
   // not (as the reference's make_batch(step)). The pure-bf16 recipe's stochastic-rounding keys are
   // the optimizer's (seed, tensor 4 i + slot, element, Adam's t), as they always were; that recipe
   // never skips, so they are the same keys as before.
-  step_plan->step_counted(adam_steps, task.lr, options, status, nullptr, stream);
+  step_plan->step_counted(adam_steps, task.lr, options, status + t, nullptr, stream);
   if (f16) {
     for (int k = 0; k < kTensors; ++k) cast_f32_to_f16(weights32[k], static_cast<uint16_t*>(weights16[k]), sizes[k], stream);
   }

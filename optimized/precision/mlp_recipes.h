@@ -69,6 +69,10 @@ class MlpRecipeRunner {
 
   // The per-step fp32 losses of the last run (device, task.steps floats).
   const float* losses_f32() const;
+  // Of the last run, on the device: task.steps ints, 1 where the step's update was skipped for an
+  // Inf/NaN gradient (only f16_scaled skips); and Adam's step count (the applied steps).
+  const int* skipped_device() const;
+  const int64_t* adam_steps_device() const;
 
  private:
   struct Impl;

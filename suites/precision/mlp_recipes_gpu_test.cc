@@ -1,8 +1,10 @@
 // The GPU mixed-precision MLP recipes (optimized/precision/mlp_recipes.h) against the reference: the
 // fp32 recipe's 40-step device curve within the case's tolerance rule of the reference fp32 curve, and
-// the loss falling in the fp32 and bf16_master recipes. Skips without a GPU.
+// the loss falling in the fp32 and bf16_master recipes; fp16 loss scaling from 2^30: the skipped steps,
+// Adam's device-side step count and the curve against the reference. Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -14,6 +16,8 @@
 #include "reference/precision/mlp_recipes.h"
 
 #if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+#include <cuda_runtime.h>
+
 #include "harness/tensor.h"
 #include "optimized/precision/mlp_recipes.h"
 #endif
@@ -25,7 +29,13 @@ namespace ref = gauge::reference::precision;
 using ref::Recipe;
 
 #if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
-std::vector<double> device_curve(gpu::Session& session, const ref::MlpTask& task, Recipe recipe) {
+struct DeviceRun {
+  std::vector<double> losses;
+  std::vector<int> skipped;
+  int64_t adam_steps = 0;
+};
+
+DeviceRun device_run(gpu::Session& session, const ref::MlpTask& task, Recipe recipe) {
   const ref::MlpTaskData data = ref::draw_task_data(task);
   const DeviceTensor batches = session.upload(data.batches), labels = session.upload(data.labels),
                      initial = session.upload(data.initial);
@@ -37,9 +47,19 @@ std::vector<double> device_curve(gpu::Session& session, const ref::MlpTask& task
   const DeviceTensor curve = session.allocate_poisoned("loss", DType::f64, {task.steps});
   runner.run(static_cast<double*>(curve.ptr), session.stream());
   session.synchronize();
+  DeviceRun run;
   const HostTensor host = session.download(curve);
   const auto values = host.view<double>();
-  return std::vector<double>(values.begin(), values.end());
+  run.losses.assign(values.begin(), values.end());
+  run.skipped.resize(static_cast<size_t>(task.steps));
+  EXPECT_EQ(cudaMemcpy(run.skipped.data(), runner.skipped_device(), run.skipped.size() * sizeof(int), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(&run.adam_steps, runner.adam_steps_device(), sizeof(int64_t), cudaMemcpyDeviceToHost), cudaSuccess);
+  return run;
+}
+
+std::vector<double> device_curve(gpu::Session& session, const ref::MlpTask& task, Recipe recipe) {
+  return device_run(session, task, recipe).losses;
 }
 
 double window_mean(const std::vector<double>& curve, size_t first, size_t count) {
@@ -83,6 +103,49 @@ TEST(MlpRecipesGpu, Fp32CurveWithinTheCaseRuleAndLossesFall) {
   ASSERT_EQ(bf16.size(), reference.losses.size());
   EXPECT_LT(window_mean(bf16, 20, 20), window_mean(bf16, 0, 20)) << "bf16_master: the loss does not fall";
   for (double loss : bf16) EXPECT_TRUE(std::isfinite(loss));
+#endif
+}
+
+// Loss scaling from a scale far too large (2^30): the device must skip the overflowing steps and back
+// off as the reference does, and Adam's step count must be the applied steps only (the device-side
+// counter, StepPlan::step_counted). The leading run of skipped steps is decided by gross overflow and
+// must match exactly; later isolated skips sit at fp16's edge, where a different summation order may
+// tip one gradient over 65504, so their total may differ by a few.
+TEST(MlpRecipesGpu, LossScalingSkipsAndBacksOffAsTheReference) {
+  if (!gauge::gpu::available()) GTEST_SKIP() << gauge::gpu::unavailable_reason();
+#if defined(GAUGE_HAS_CUDA) && GAUGE_HAS_CUDA
+  ref::MlpTask task;
+  task.seed = inputs::kDefaultSeed;
+  task.scaler.init_scale = 0x1p30;
+  task.scaler.growth_interval = 50;
+  const ref::RecipeRun reference = ref::train(task, Recipe::f16_scaled);
+  std::unique_ptr<gpu::Session> session = gpu::Session::open();
+  session->begin_case();
+  const DeviceRun device = device_run(*session, task, Recipe::f16_scaled);
+  ASSERT_EQ(device.skipped.size(), reference.skipped.size());
+  size_t leading = 0;
+  while (leading < reference.skipped.size() && reference.skipped[leading] != 0) ++leading;
+  ASSERT_GE(leading, 5u) << "2^30 times these gradients overflows fp16";
+  for (size_t t = 0; t <= leading && t < device.skipped.size(); ++t) {
+    EXPECT_EQ(device.skipped[t], reference.skipped[t]) << "step " << t;
+  }
+  int64_t device_skips = 0;
+  for (int s : device.skipped) device_skips += s;
+  EXPECT_NEAR(static_cast<double>(device_skips), static_cast<double>(reference.skipped_steps), 3.0);
+  EXPECT_EQ(device.adam_steps, task.steps - device_skips) << "Adam's t must count applied steps only";
+  // The curve, as the case's rule judges a recipe: no worse than twice the reference recipe's distance
+  // from the fp32 curve, plus the curve's statistical resolution.
+  const ref::RecipeRun fp32 = ref::train(task, Recipe::fp32);
+  double reference_distance = 0.0;
+  for (size_t t = 0; t < fp32.losses.size(); ++t) {
+    reference_distance = std::max(reference_distance, std::abs(reference.losses[t] - fp32.losses[t]));
+  }
+  const CaseDecl* decl = find_case("precision/mlp_recipe_training");
+  ASSERT_NE(decl, nullptr);
+  const double atol = decl->tolerance(decl->points.front()).atol;  // depends on the task's batch and classes only
+  for (size_t t = 0; t < fp32.losses.size(); ++t) {
+    EXPECT_LE(std::abs(device.losses[t] - fp32.losses[t]), 2.0 * reference_distance + atol) << "step " << t;
+  }
 #endif
 }
 
