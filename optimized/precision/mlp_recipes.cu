@@ -65,19 +65,8 @@ __global__ void widen_losses_kernel(const float* __restrict__ in, float* __restr
   }
 }
 
-DType compute_dtype(Recipe r) {
-  switch (r) {
-    case Recipe::fp32:
-      return DType::f32;
-    case Recipe::f16_scaled:
-    case Recipe::f16_unscaled:
-      return DType::f16;
-    default:
-      return DType::bf16;
-  }
-}
-
-bool is_f16(Recipe r) { return r == Recipe::f16_scaled || r == Recipe::f16_unscaled; }
+using gauge::reference::precision::compute_dtype;
+using gauge::reference::precision::is_f16;
 
 }  // namespace
 

@@ -54,8 +54,9 @@ class MlpRecipeRunner {
   using Allocator = std::function<void*(size_t bytes)>;
 
   // Validates the task (UsageError), builds the plans and takes every buffer from `allocate` (a few
-  // hundred KB plus the batches: steps * batch * (inputs + 1) * 4 bytes), and enqueues the copies of
-  // the task data into the runner's own per-step layout on `stream`: `data` must stay valid until they have run (stream order), not beyond.
+  // hundred KB plus the per-step data: steps * (round4(batch * inputs) + round4(batch) + 1) * 4 bytes),
+  // and enqueues the copies of the task data into the runner's own per-step layout on `stream`: `data`
+  // must stay valid until they have run (stream order), not beyond.
   MlpRecipeRunner(cublasLtContext* blas, const gauge::reference::precision::MlpTask& task,
                   gauge::reference::precision::Recipe recipe, const MlpTaskDevice& data, const Allocator& allocate,
                   StreamHandle stream);

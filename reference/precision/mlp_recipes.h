@@ -45,6 +45,19 @@ namespace gauge::reference::precision {
 
 enum class Recipe : uint8_t { fp32, bf16_master, f16_scaled, f16_unscaled, bf16_pure };
 std::string recipe_name(Recipe r);
+// The format a recipe computes and stores weights, activations and gradients in (both sides use it:
+// the case's point dtype, the CUDA runner's buffers), and whether it is one of the fp16 recipes.
+inline DType compute_dtype(Recipe r) {
+  switch (r) {
+    case Recipe::fp32: return DType::f32;
+    case Recipe::f16_scaled:
+    case Recipe::f16_unscaled: return DType::f16;
+    case Recipe::bf16_master:
+    case Recipe::bf16_pure: return DType::bf16;
+  }
+  return DType::f32;
+}
+inline bool is_f16(Recipe r) { return r == Recipe::f16_scaled || r == Recipe::f16_unscaled; }
 double predicted_state_bytes_per_parameter(Recipe r);
 
 struct MlpTask {

@@ -278,17 +278,8 @@ struct RecipePoint {
   bool quick;
 };
 
-DType compute_dtype(Recipe r) {
-  switch (r) {
-    case Recipe::fp32:
-      return DType::f32;
-    case Recipe::f16_scaled:
-    case Recipe::f16_unscaled:
-      return DType::f16;
-    default:
-      return DType::bf16;
-  }
-}
+using ref::compute_dtype;
+using ref::is_f16;
 
 ref::MlpTask recipe_task(const Point& p, uint64_t seed) {
   ref::MlpTask task;
@@ -297,8 +288,6 @@ ref::MlpTask recipe_task(const Point& p, uint64_t seed) {
   task.seed = seed;
   return task;
 }
-
-bool is_f16(Recipe r) { return r == Recipe::f16_scaled || r == Recipe::f16_unscaled; }
 
 std::vector<Point> recipe_points() {
   std::vector<RecipePoint> list;
